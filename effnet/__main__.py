@@ -1,0 +1,6 @@
+"""``python -m effnet <stage> ...``."""
+import sys
+
+from effnet.cli import main
+
+sys.exit(main())

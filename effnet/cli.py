@@ -1,0 +1,42 @@
+"""Command line: one subcommand per pipeline stage.
+
+Each stage module exposes ``register(subparsers)``, which adds its parser and
+sets ``func`` to a callable taking the parsed arguments and returning an exit
+code. Stage modules import TensorFlow and friends lazily, so ``--help`` is fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from effnet.errors import UserError
+
+# Modules that define a stage, in pipeline order.
+STAGES = ["effnet.doctor", "effnet.data.demo", "effnet.data.prepare", "effnet.data.index"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every stage's subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="python -m effnet",
+        description="EfficientNet pipeline stages. Each stage is also a Snakemake rule; "
+        "run `python -m effnet <stage> --help` for its options.",
+    )
+    subparsers = parser.add_subparsers(dest="stage", metavar="<stage>", required=True)
+    for name in STAGES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen stage; return its exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,79 @@
+"""Pipeline configuration: load YAML, validate against the JSON Schema, fill defaults.
+
+The same schema (``effnet/schemas/config.schema.yaml``) backs Snakemake's
+``validate`` in the workflow, so a config that the package accepts is the one
+the workflow accepts. Errors name the file, the key path and what was expected.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from effnet.errors import UserError
+
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
+
+
+class ConfigError(UserError):
+    """A configuration that does not match the schema."""
+
+
+def load_schema() -> dict[str, Any]:
+    """Return the configuration JSON Schema as a dict."""
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator class that also fills in each property's ``default``."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path) or "<top level>"
+    return f"{path}: {error.message}"
+
+
+def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Validate ``config`` in place, filling defaults; raise ConfigError listing every problem."""
+    schema = load_schema()
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator = _with_defaults(validator_class)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = "\n".join(f"  {_describe(e)}" for e in errors)
+        raise ConfigError(f"{source}: invalid configuration:\n{lines}")
+    return config
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a YAML config, merge ``overrides`` (nested dict) over it, validate and return it."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(config).__name__}")
+    _merge(config, overrides or {})
+    return validate(config, str(path))
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value

@@ -1,0 +1,1 @@
+"""Data: TFRecord shards (prepare), DALI indexes (index) and the demo dataset."""

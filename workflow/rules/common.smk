@@ -1,0 +1,38 @@
+# Configuration checks and the paths every rule shares.
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, str(Path(workflow.basedir) / "effnet/schemas/config.schema.yaml"))
+
+RUN_DIR = Path(config["run_dir"])
+DATA = config["data"]
+EFFNET = "python -m effnet"
+
+demo_images = str(RUN_DIR / "demo-images")
+records_dir = str(RUN_DIR / "tfrecords")
+records_manifest = str(RUN_DIR / "tfrecords" / "manifest.json")
+index_dir = str(RUN_DIR / "dali-index")
+index_summary = str(RUN_DIR / "dali-index" / "index.json")
+logs = str(RUN_DIR / "logs")
+
+
+def source_input(wildcards):
+    """The prepare stage's input directory: the generated demo set or the configured one."""
+    return demo_images if DATA["source"] == "demo" else DATA["input"]
+
+
+def prepare_options(wildcards):
+    """Command-line options of the prepare stage taken from the `data` config section."""
+    options = [
+        f"--train-shards {DATA['train_shards']}",
+        f"--val-shards {DATA['val_shards']}",
+        f"--seed {DATA['seed']}",
+    ]
+    for key in ("val_labels", "synsets", "tfds_name"):
+        if DATA.get(key):
+            options.append(f"--{key.replace('_', '-')} {DATA[key]}")
+    if DATA["skip_corrupt"]:
+        options.append("--skip-corrupt")
+    return " ".join(options)

@@ -1,0 +1,48 @@
+# Data stages: the embedded demo set, TFRecord shards, DALI indexes.
+# Shards and indexes are written atomically and skipped when already valid, so a
+# killed stage resumes; only the manifests are declared outputs, which Snakemake
+# deletes on failure while the finished shards stay.
+
+
+rule demo_data:
+    output:
+        directory(demo_images),
+    params:
+        seed=DATA["seed"],
+        per_class=DATA["demo_images_per_class"],
+    log:
+        f"{logs}/demo_data.log",
+    shell:
+        "{EFFNET} demo-data --output {output} --seed {params.seed} "
+        "--train-per-class {params.per_class} > {log} 2>&1"
+
+
+rule prepare:
+    input:
+        source_input,
+    output:
+        records_manifest,
+    params:
+        source="folders" if DATA["source"] == "demo" else DATA["source"],
+        out=records_dir,
+        options=prepare_options,
+    threads: workflow.cores
+    log:
+        f"{logs}/prepare.log",
+    shell:
+        "{EFFNET} prepare --source {params.source} --input {input} --output {params.out} "
+        "--workers {threads} {params.options} > {log} 2>&1"
+
+
+rule index:
+    input:
+        records_manifest,
+    output:
+        index_summary,
+    params:
+        records=records_dir,
+        out=index_dir,
+    log:
+        f"{logs}/index.log",
+    shell:
+        "{EFFNET} index --tfrecords {params.records} --output {params.out} > {log} 2>&1"
