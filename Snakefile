@@ -12,6 +12,13 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+
+
+# Used with --software-deployment-method apptainer; the SLURM profile uses Pyxis instead.
+container: f"docker://{config['cluster']['container_image']}"
+
+
+
 include: "workflow/rules/data.smk"
 
 

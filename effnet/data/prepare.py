@@ -203,6 +203,20 @@ def plan_files(plan: sources.SourcePlan, out: Path, shards: dict[str, int], seed
     return tasks
 
 
+def _image_and_label_keys(name: str, info) -> tuple[str, str]:
+    """The dataset's supervised keys, or else its one Image and one ClassLabel feature."""
+    import tensorflow_datasets as tfds
+
+    if info.supervised_keys:
+        return info.supervised_keys[0], info.supervised_keys[1]
+    images = [k for k, f in info.features.items() if isinstance(f, tfds.features.Image)]
+    labels = [k for k, f in info.features.items() if isinstance(f, tfds.features.ClassLabel)]
+    if len(images) != 1 or len(labels) != 1:
+        raise UserError(f"tfds dataset {name!r}: no supervised keys and not exactly one Image and one "
+                        f"ClassLabel feature (features: {sorted(info.features)})")
+    return images[0], labels[0]
+
+
 def plan_tfds(name: str, data_dir: str, out: Path, shards: dict[str, int],
               skip_corrupt: bool) -> tuple[list[ClassInfo], list[ShardTask]]:
     """Shard tasks over contiguous slices of a locally available TFDS dataset (kept in TFDS order)."""
@@ -216,9 +230,7 @@ def plan_tfds(name: str, data_dir: str, out: Path, shards: dict[str, int],
     except Exception as exc:
         raise UserError(f"tfds dataset {name!r} in {data_dir}: cannot load: {exc}") from exc
     info = builder.info
-    if not info.supervised_keys:
-        raise UserError(f"tfds dataset {name!r}: no supervised (image, label) keys")
-    image_key, label_key = info.supervised_keys[:2]
+    image_key, label_key = _image_and_label_keys(name, info)
     classes = [ClassInfo(n, n) for n in info.features[label_key].names]
     split_names = {"train": "train", "validation": "validation" if "validation" in info.splits else "test"}
     tasks = []

@@ -8,14 +8,21 @@ validate(config, str(Path(workflow.basedir) / "effnet/schemas/config.schema.yaml
 
 RUN_DIR = Path(config["run_dir"])
 DATA = config["data"]
-EFFNET = "python -m effnet"
 
 demo_images = str(RUN_DIR / "demo-images")
-records_dir = str(RUN_DIR / "tfrecords")
 records_manifest = str(RUN_DIR / "tfrecords" / "manifest.json")
-index_dir = str(RUN_DIR / "dali-index")
 index_summary = str(RUN_DIR / "dali-index" / "index.json")
 logs = str(RUN_DIR / "logs")
+
+
+def parent_of_input(wildcards, input):
+    """The directory of a rule's first input (a stage's data directory)."""
+    return str(Path(input[0]).parent)
+
+
+def parent_of_output(wildcards, output):
+    """The directory of a rule's first output (a stage's data directory)."""
+    return str(Path(output[0]).parent)
 
 
 def source_input(wildcards):

@@ -13,7 +13,7 @@ rule demo_data:
     log:
         f"{logs}/demo_data.log",
     shell:
-        "{EFFNET} demo-data --output {output} --seed {params.seed} "
+        "python -m effnet demo-data --output {output} --seed {params.seed} "
         "--train-per-class {params.per_class} > {log} 2>&1"
 
 
@@ -24,13 +24,13 @@ rule prepare:
         records_manifest,
     params:
         source="folders" if DATA["source"] == "demo" else DATA["source"],
-        out=records_dir,
+        out=parent_of_output,
         options=prepare_options,
     threads: workflow.cores
     log:
         f"{logs}/prepare.log",
     shell:
-        "{EFFNET} prepare --source {params.source} --input {input} --output {params.out} "
+        "python -m effnet prepare --source {params.source} --input {input} --output {params.out} "
         "--workers {threads} {params.options} > {log} 2>&1"
 
 
@@ -40,9 +40,9 @@ rule index:
     output:
         index_summary,
     params:
-        records=records_dir,
-        out=index_dir,
+        records=parent_of_input,
+        out=parent_of_output,
     log:
         f"{logs}/index.log",
     shell:
-        "{EFFNET} index --tfrecords {params.records} --output {params.out} > {log} 2>&1"
+        "python -m effnet index --tfrecords {params.records} --output {params.out} > {log} 2>&1"

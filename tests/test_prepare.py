@@ -1,0 +1,241 @@
+"""prepare: real images in, TFRecord shards out, every image once with its label."""
+import csv
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO
+from datasets import jpeg_bytes, make_folders, manifest, read_split
+from effnet.data.demo import write_demo
+
+
+def prepare(cli, src, out, *extra, source="folders", check=True):
+    return cli("prepare", "--source", source, "--input", str(src), "--output", str(out),
+               "--workers", "2", *extra, check=check)
+
+
+def test_folders_round_trip(cli, tmp_path):
+    written = make_folders(tmp_path / "src", train={"cat": 7, "dog": 5, "emu": 6}, val={"cat": 2, "dog": 3, "emu": 1})
+    prepare(cli, tmp_path / "src", tmp_path / "out", "--train-shards", "3", "--val-shards", "2")
+    m = manifest(tmp_path / "out")
+    assert [c["id"] for c in m["classes"]] == ["cat", "dog", "emu"]
+    assert m["label_offset"] == 1
+    assert (tmp_path / "out/labels.txt").read_text() == "0\tcat\tcat\n1\tdog\tdog\n2\temu\temu\n"
+    for split, src_split, n_shards in (("train", "train", 3), ("validation", "val", 2)):
+        examples = read_split(tmp_path / "out", split)
+        assert m["splits"][split]["examples"] == len(examples)
+        assert [s["file"] for s in m["splits"][split]["shards"]] == [
+            f"{split}-{i:05d}-of-{n_shards:05d}" for i in range(n_shards)]
+        assert sum(s["examples"] for s in m["splits"][split]["shards"]) == len(examples)
+        sources = {p: c for p, c in written.items() if f"/{src_split}/" in p}
+        by_name = {os.path.basename(p): p for p in sources}
+        assert sorted(e["filename"] for e in examples) == sorted(by_name)  # each exactly once
+        for e in examples:
+            path = by_name[e["filename"]]
+            assert e["encoded"] == Path(path).read_bytes()  # JPEG copied byte for byte
+            assert m["classes"][e["label"] - 1]["id"] == sources[path] == e["text"] == e["synset"]
+            assert (e["height"], e["width"], e["format"]) == (40, 48, b"JPEG")
+    for shard in m["splits"]["train"]["shards"]:
+        data = (tmp_path / "out" / shard["file"]).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (shard["bytes"], shard["sha256"])
+
+
+def test_shuffle_is_deterministic_by_seed(cli, tmp_path):
+    make_folders(tmp_path / "src", train={"a": 6, "b": 6}, val={"a": 2, "b": 2})
+    for name, seed in (("one", "3"), ("two", "3"), ("other", "4")):
+        prepare(cli, tmp_path / "src", tmp_path / name, "--train-shards", "2", "--val-shards", "1", "--seed", seed)
+    order = {n: [e["filename"] for e in read_split(tmp_path / n, "train")] for n in ("one", "two", "other")}
+    assert order["one"] == order["two"] != order["other"]
+    assert sorted(order["one"]) == sorted(order["other"])
+
+
+@pytest.mark.parametrize("name, data", [
+    ("png.png", jpeg_bytes(1, fmt="PNG")),
+    ("rgba.png", jpeg_bytes(2, mode="RGBA", fmt="PNG")),
+    ("cmyk.jpg", jpeg_bytes(3, mode="CMYK")),
+    ("grey.jpg", jpeg_bytes(4, mode="L")),
+    ("palette.gif", jpeg_bytes(5, mode="P", fmt="GIF")),
+])
+def test_non_rgb_jpeg_inputs_become_rgb_jpeg(cli, tmp_path, name, data):
+    make_folders(tmp_path / "src", train={"a": 1, "b": 1}, val={"a": 1})
+    (tmp_path / "src/train/a" / name).write_bytes(data)
+    prepare(cli, tmp_path / "src", tmp_path / "out", "--train-shards", "1", "--val-shards", "1")
+    (converted,) = [e for e in read_split(tmp_path / "out", "train") if e["filename"] == name]
+    assert converted["encoded"][:2] == b"\xff\xd8"  # a JPEG
+    image = tf.io.decode_jpeg(converted["encoded"], channels=0)
+    assert image.shape == (40, 48, 3)
+    assert manifest(tmp_path / "out")["converted"] == 1
+
+
+def test_imagenet_layout_with_csv_labels_and_synsets(cli, tmp_path):
+    src = tmp_path / "ILSVRC"
+    make_folders(src, train={"n01440764": 3, "n01443537": 2, "n01484850": 2}, val={})
+    (src / "val").mkdir()
+    truth = {}
+    for i, wnid in enumerate(["n01484850", "n01440764", "n01443537", "n01440764"]):
+        stem = f"ILSVRC2012_val_{i + 1:08d}"
+        (src / "val" / f"{stem}.JPEG").write_bytes(jpeg_bytes(100 + i))
+        truth[f"{stem}.JPEG"] = wnid
+    with open(src / "LOC_val_solution.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["ImageId", "PredictionString"])
+        for name, wnid in truth.items():
+            w.writerow([name[:-5], f"{wnid} 10 20 30 40 {wnid} 1 2 3 4"])
+    synsets = tmp_path / "LOC_synset_mapping.txt"
+    synsets.write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n"
+                       "n01484850 great white shark, white shark\n")
+    prepare(cli, src, tmp_path / "out", "--train-shards", "2", "--val-shards", "1", "--synsets", str(synsets),
+            source="imagenet")
+    assert (tmp_path / "out/labels.txt").read_text().splitlines() == [
+        "0\tn01440764\ttench, Tinca tinca", "1\tn01443537\tgoldfish, Carassius auratus",
+        "2\tn01484850\tgreat white shark, white shark"]
+    val = read_split(tmp_path / "out", "validation")
+    order = ["n01440764", "n01443537", "n01484850"]
+    assert {e["filename"]: order[e["label"] - 1] for e in val} == truth
+    assert {e["filename"]: e["synset"] for e in val} == truth
+    assert len(read_split(tmp_path / "out", "train")) == 7
+
+    # The same labels as one wnid per line, in sorted image order.
+    lines = tmp_path / "val_labels.txt"
+    lines.write_text("".join(truth[k] + "\n" for k in sorted(truth)))
+    prepare(cli, src, tmp_path / "out2", "--train-shards", "2", "--val-shards", "1", "--val-labels", str(lines),
+            source="imagenet")
+    assert {e["filename"]: order[e["label"] - 1] for e in read_split(tmp_path / "out2", "validation")} == truth
+
+
+def test_imagenet_label_errors_name_the_image(cli, tmp_path):
+    src = tmp_path / "src"
+    make_folders(src, train={"n1": 2, "n2": 2}, val={})
+    (src / "val").mkdir()
+    (src / "val/ILSVRC2012_val_00000001.JPEG").write_bytes(jpeg_bytes(1))
+    (src / "val/ILSVRC2012_val_00000002.JPEG").write_bytes(jpeg_bytes(2))
+    (src / "LOC_val_solution.csv").write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n1 1 2 3 4\n")
+    proc = prepare(cli, src, tmp_path / "out", source="imagenet", check=False)
+    assert proc.returncode == 2
+    assert "ILSVRC2012_val_00000002.JPEG: validation image has no label" in proc.stderr
+    (src / "LOC_val_solution.csv").write_text(
+        "ImageId,PredictionString\nILSVRC2012_val_00000001,n1 1\nILSVRC2012_val_00000002,n9 1\n")
+    proc = prepare(cli, src, tmp_path / "out", source="imagenet", check=False)
+    assert "ILSVRC2012_val_00000002.JPEG: label 'n9' is not among the training classes" in proc.stderr
+
+
+def test_empty_class_is_an_error(cli, tmp_path):
+    make_folders(tmp_path / "src", train={"a": 2, "b": 2}, val={"a": 1})
+    (tmp_path / "src/train/empty").mkdir()
+    proc = prepare(cli, tmp_path / "src", tmp_path / "out", check=False)
+    assert proc.returncode == 2
+    assert f"{tmp_path / 'src/train/empty'}: empty class" in proc.stderr
+
+
+def test_corrupt_image_fails_naming_it_or_is_skipped(cli, tmp_path):
+    make_folders(tmp_path / "src", train={"a": 3, "b": 3}, val={"a": 1, "b": 1})
+    bad = tmp_path / "src/train/b/truncated.jpg"
+    bad.write_bytes(jpeg_bytes(77, size=(200, 150))[:1500])
+    proc = prepare(cli, tmp_path / "src", tmp_path / "out", "--train-shards", "2", "--val-shards", "1", check=False)
+    assert proc.returncode == 2
+    assert f"{bad}: corrupt or unreadable image" in proc.stderr
+    assert not (tmp_path / "out/manifest.json").exists()
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".train")]  # no temp left
+
+    prepare(cli, tmp_path / "src", tmp_path / "out", "--train-shards", "2", "--val-shards", "1", "--skip-corrupt")
+    m = manifest(tmp_path / "out")
+    assert [s["file"] for s in m["skipped"]] == [str(bad)]
+    assert m["splits"]["train"]["examples"] == 6
+    assert "truncated.jpg" not in [e["filename"] for e in read_split(tmp_path / "out", "train")]
+
+
+def test_killed_prepare_resumes_only_missing_shards(tmp_path):
+    src = write_demo(tmp_path / "demo", train_per_class=30)
+    args = [sys.executable, "-m", "effnet", "prepare", "--source", "folders", "--input", str(src),
+            "--train-shards", "30", "--val-shards", "2", "--workers", "1"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = tmp_path / "out"
+    proc = subprocess.Popen(args + ["--output", str(out)], cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    receipts = out / ".receipts"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(receipts.glob("*.json")) if receipts.exists() else []) < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = sorted(p.name[:-5] for p in receipts.glob("*.json"))
+    assert 3 <= len(done) < 32, "kill the run part-way"
+    assert not (out / "manifest.json").exists()
+    before = {name: (out / name).stat().st_mtime_ns for name in done}
+
+    rerun = subprocess.run(args + ["--output", str(out)], cwd=REPO, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"prepare: {len(done)} of 32 shards already complete, {32 - len(done)} to write" in rerun.stdout
+    assert {name: (out / name).stat().st_mtime_ns for name in done} == before  # not rewritten
+    clean = subprocess.run(args + ["--output", str(tmp_path / "clean")], cwd=REPO, env=env, capture_output=True)
+    assert clean.returncode == 0
+    resumed, fresh = manifest(out), manifest(tmp_path / "clean")
+    assert resumed["splits"] == fresh["splits"]  # same shards, counts and checksums as a run never killed
+    assert not list(out.glob(".*.tmp-*"))
+
+
+def test_changed_input_rewrites_its_shard(cli, tmp_path):
+    make_folders(tmp_path / "src", train={"a": 4, "b": 4}, val={"a": 1, "b": 1})
+    prepare(cli, tmp_path / "src", tmp_path / "out", "--train-shards", "2", "--val-shards", "1")
+    first = manifest(tmp_path / "out")
+    (tmp_path / "src/train/a/a_0.jpg").write_bytes(jpeg_bytes(999))
+    proc = prepare(cli, tmp_path / "src", tmp_path / "out", "--train-shards", "2", "--val-shards", "1")
+    assert "2 of 3 shards already complete, 1 to write" in proc.stdout
+    second = manifest(tmp_path / "out")
+    changed = [a["file"] for a, b in zip(first["splits"]["train"]["shards"], second["splits"]["train"]["shards"])
+               if a["sha256"] != b["sha256"]]
+    assert len(changed) == 1
+
+
+def test_existing_tfrecords_are_validated_not_rewritten(cli, tmp_path):
+    make_folders(tmp_path / "src", train={"a": 3, "b": 3, "c": 2}, val={"a": 1, "c": 1})
+    prepare(cli, tmp_path / "src", tmp_path / "written", "--train-shards", "2", "--val-shards", "1")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    for shard in (tmp_path / "written").glob("*-of-*"):
+        (existing / shard.name).write_bytes(shard.read_bytes())
+    prepare(cli, existing, tmp_path / "out", source="tfrecords")
+    m = manifest(tmp_path / "out")
+    assert (m["num_classes"], m["label_offset"]) == (3, 1)
+    assert [c["name"] for c in m["classes"]] == ["a", "b", "c"]
+    assert m["splits"]["train"]["examples"] == 8 and m["splits"]["validation"]["examples"] == 2
+    assert (tmp_path / "out/train-00000-of-00002").resolve() == existing / "train-00000-of-00002"
+
+    data = bytearray((existing / "train-00001-of-00002").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (existing / "train-00001-of-00002").write_bytes(bytes(data))
+    proc = prepare(cli, existing, tmp_path / "out", source="tfrecords", check=False)
+    assert proc.returncode == 2
+    assert "train-00001-of-00002: corrupt TFRecord at byte offset" in proc.stderr
+
+
+def test_tfds_source_from_a_local_data_dir(cli, tmp_path):
+    import tensorflow_datasets as tfds
+
+    rng = np.random.default_rng(0)
+    def split(n):
+        images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        labels = np.arange(n) % 3
+        return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="tiny_shapes", version="1.0.0", data_dir=str(tmp_path / "tfds"),
+        features=tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(32, 32, 3)),
+                                             "label": tfds.features.ClassLabel(names=["x", "y", "z"])}),
+        split_datasets={"train": split(9), "test": split(4)}, disable_shuffling=True)
+    builder = tfds.builder("tiny_shapes", data_dir=str(tmp_path / "tfds"))
+    assert builder.is_prepared()
+    proc = prepare(cli, tmp_path / "tfds", tmp_path / "out", "--tfds-name", "tiny_shapes",
+                   "--train-shards", "2", "--val-shards", "1", source="tfds", check=False)
+    assert proc.returncode == 0, proc.stderr
+    train = read_split(tmp_path / "out", "train")
+    assert Counter(e["text"] for e in train) == {"x": 3, "y": 3, "z": 3}
+    assert len(read_split(tmp_path / "out", "validation")) == 4
