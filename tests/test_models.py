@@ -1,0 +1,151 @@
+"""EfficientNet B0-B7: the published architecture, options, precision, save/reload."""
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from effnet.models import available, build_model, native_size
+from effnet.models.efficientnet import round_filters, scaled_stages, VARIANTS
+
+PUBLISHED_MILLIONS = {"b0": 5.3, "b1": 7.8, "b2": 9.2, "b3": 12, "b4": 19, "b5": 30, "b6": 43, "b7": 66}
+
+
+def count_params(model):
+    """Parameters, not counting the input-normalisation layer (keras.applications' has 7 adapt weights)."""
+    return sum(int(np.prod(w.shape)) for layer in model.layers if not isinstance(layer, keras.layers.Normalization)
+               for w in layer.weights)
+
+
+def test_registry_lists_the_eight_variants_with_native_sizes():
+    assert available() == [f"efficientnet-b{i}" for i in range(8)]
+    assert [native_size(n) for n in available()] == [224, 240, 260, 300, 380, 456, 528, 600]
+    with pytest.raises(ValueError, match="unknown model 'efficientnet-b9'; available: efficientnet-b0"):
+        build_model("efficientnet-b9")
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_parameters_and_outputs_match_the_published_architecture(index):
+    name = f"efficientnet-b{index}"
+    model = build_model(name, image_size=64)
+    reference = getattr(keras.applications, f"EfficientNetB{index}")(weights=None, input_shape=(64, 64, 3))
+    assert count_params(model) == count_params(reference)
+    assert count_params(model) / 1e6 == pytest.approx(PUBLISHED_MILLIONS[f"b{index}"], rel=0.03)
+    logits = model(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32"))
+    assert logits.shape == (2, 1000) and logits.dtype == "float32"
+    assert model.layers[-1].activation is keras.activations.linear  # logits, no softmax
+
+
+def test_b0_native_size_and_block_table():
+    model = build_model("efficientnet-b0", num_classes=10)
+    assert model.input_shape == (None, 224, 224, 3) and model.output_shape == (None, 10)
+    blocks = scaled_stages(VARIANTS["efficientnet-b0"])
+    assert len(blocks) == 16
+    assert [(b.filters_in, b.filters_out, b.kernel, b.expand, b.stride) for b in blocks[:4]] == [
+        (32, 16, 3, 1, 1), (16, 24, 3, 6, 2), (24, 24, 3, 6, 1), (24, 40, 5, 6, 2)]
+    # Squeeze-excite width is a quarter of the block's input filters, not of the expanded ones.
+    assert model.get_layer("block03_se_reduce").filters == 6
+    # Drop-connect rises linearly from 0 to 0.2 over the blocks; shortcuts only where stride 1 and in == out.
+    drops = {l.name: l.rate for l in model.layers if l.name.endswith("_drop")}
+    assert drops["block03_drop"] == pytest.approx(0.2 * 2 / 16)
+    assert drops["block15_drop"] == pytest.approx(0.2 * 14 / 16)
+    assert "block02_add" not in [l.name for l in model.layers]
+    bn = model.get_layer("stem_bn")
+    assert (bn.momentum, bn.epsilon) == (0.99, 1e-3)
+    assert model.get_layer("top_dropout").rate == 0.2
+
+
+def test_round_filters():
+    assert round_filters(32, 1.0) == 32
+    assert round_filters(32, 1.1) == 32
+    assert round_filters(1280, 1.4) == 1792
+    assert round_filters(32, 1.8) == 56 and round_filters(32, 2.0) == 64
+    assert round_filters(16, 1.1) == 16 and round_filters(24, 1.1) == 24
+    assert round_filters(8, 0.5) == 8  # never below the divisor
+
+
+def test_input_is_normalised_in_the_graph():
+    model = build_model("efficientnet-b0", image_size=32)
+    mean_image = np.broadcast_to(np.array([0.485, 0.456, 0.406]) * 255, (1, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model.get_layer("normalize")(mean_image), 0, atol=1e-5)
+    one_std = mean_image + np.array([0.229, 0.224, 0.225], "float32") * 255
+    np.testing.assert_allclose(model.get_layer("normalize")(one_std), 1, atol=1e-5)
+
+
+def test_initialisers_follow_the_reference_and_fan_in_is_selectable():
+    out = build_model("efficientnet-b0", image_size=32)
+    fan_in = build_model("efficientnet-b0", image_size=32, weight_init="fan_in")
+    head = lambda m: m.get_layer("head_conv").kernel.numpy()  # 1x1, 320 -> 1280
+    assert head(out).std() == pytest.approx(np.sqrt(2 / 1280), rel=0.05)
+    assert head(fan_in).std() == pytest.approx(np.sqrt(2 / 320), rel=0.05)
+    dense = out.get_layer("logits").kernel.numpy()  # uniform, limit sqrt(3 * (1/3) / fan_out)
+    assert np.abs(dense).max() <= np.sqrt(1 / 1000) and dense.std() == pytest.approx(np.sqrt(1 / 3000), rel=0.05)
+
+
+def test_overrides_and_feature_extractor():
+    model = build_model("efficientnet-b1", image_size=64, num_classes=5, dropout=0.5, drop_connect=0.0,
+                        activation="relu")
+    assert model.get_layer("top_dropout").rate == 0.5
+    assert not [l for l in model.layers if l.name.endswith("_drop")]
+    assert model.get_layer("stem_activation").activation is keras.activations.relu
+    features = build_model("efficientnet-b0", image_size=64, include_top=False)
+    assert features.output_shape == (None, 2, 2, 1280)
+    pooled = build_model("efficientnet-b0", image_size=64, include_top=False, pooling="avg")
+    assert pooled.output_shape == (None, 1280)
+
+
+def test_mixed_float16_computes_in_half_and_returns_float32_logits():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model("efficientnet-b0", image_size=64)
+        assert model.get_layer("block05_dwconv").compute_dtype == "float16"
+        assert model.get_layer("block05_dwconv").variable_dtype == "float32"
+        assert model.get_layer("logits").compute_dtype == "float32"
+        logits = model(np.zeros((1, 64, 64, 3), "float32"))
+        assert logits.dtype == "float32"
+        inner = keras.Model(model.input, model.get_layer("block05_add").output)
+        assert inner(np.zeros((1, 64, 64, 3), "float32")).dtype == "float16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("batch_norm", ["plain", "sync"])
+def test_save_and_reload_gives_identical_outputs(tmp_path, batch_norm):
+    model = build_model("efficientnet-b0", image_size=64, num_classes=7, batch_norm=batch_norm)
+    x = np.random.default_rng(1).uniform(0, 255, (3, 64, 64, 3)).astype("float32")
+    model(x, training=True)  # move the batch-norm statistics off their initial values
+    path = tmp_path / "model.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(model.predict_on_batch(x), reloaded.predict_on_batch(x))
+
+
+SYNC_BN_SCRIPT = """
+import horovod.tensorflow as hvd
+import numpy as np
+from effnet.models.layers import SyncBatchNormalization
+
+hvd.init()
+rng = np.random.default_rng(0)
+full = rng.normal(3.0, 2.0, (8, 4, 4, 5)).astype("float32") * np.arange(1, 6, dtype="float32")
+mine = full[hvd.rank() * 4:(hvd.rank() + 1) * 4]
+bn = SyncBatchNormalization(momentum=0.0)
+out = bn(mine, training=True)
+expected = (mine - full.mean((0, 1, 2))) / np.sqrt(full.var((0, 1, 2)) + bn.epsilon)
+np.testing.assert_allclose(out.numpy(), expected, atol=1e-4)
+np.testing.assert_allclose(bn.moving_mean.numpy(), full.mean((0, 1, 2)), rtol=1e-5)
+print("SYNCBN-OK", hvd.rank(), flush=True)
+"""
+
+
+def test_sync_batch_norm_uses_global_batch_statistics_across_two_ranks(tmp_path):
+    script = tmp_path / "syncbn.py"
+    script.write_text(SYNC_BN_SCRIPT)
+    horovodrun = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+    proc = subprocess.run([horovodrun, "--gloo", "-np", "2", "-H", "localhost:2", sys.executable, str(script)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("SYNCBN-OK") == 2
