@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (``python -m effnet.bench <what>``); not tests."""
