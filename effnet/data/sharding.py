@@ -1,0 +1,116 @@
+"""Which records each Horovod rank reads, per epoch; shared by the tf.data and DALI backends.
+
+Training: the shard files are permuted by (seed, epoch) and the concatenated record
+stream is cut into ``world_size`` contiguous ranges, one per rank (what DALI's reader
+does with shard_id/num_shards): ranks are disjoint, together cover the data, and a
+resumed run sees the order it would have seen. Every rank runs the same number of
+full batches (the smallest range's), so collective ops never wait on a missing rank.
+
+Evaluation: the files in sorted order, cut the same way; every rank runs the same number
+of batches and pads its last ones, so each example is counted exactly once.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from effnet.data.prepare import MANIFEST
+from effnet.errors import UserError
+
+SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "eval": "validation"}
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One TFRecord file and its record count."""
+
+    path: str
+    examples: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Span:
+    """Records ``[start, stop)`` of one file."""
+
+    path: str
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    """What one rank reads in one epoch."""
+
+    files: list[Shard]        # the epoch's file order (all ranks)
+    spans: list[Span]         # this rank's records, in order
+    examples: int             # this rank's records
+    steps: int                # batches per epoch, equal on every rank
+    label_offset: int
+    num_classes: int
+
+
+def derive_seed(*parts: int) -> int:
+    """A 31-bit seed from integers (seed, epoch, rank, purpose ...)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0] >> 1)
+
+
+def read_manifest(data_dir: str | Path, split: str) -> tuple[dict, list[Shard]]:
+    """The manifest and the split's shards, checking each file exists with the recorded size."""
+    data_dir = Path(data_dir)
+    path = data_dir / MANIFEST
+    if not path.exists():
+        raise UserError(f"{path}: manifest not found (run `python -m effnet prepare` first)")
+    manifest = json.loads(path.read_text())
+    try:
+        entries = manifest["splits"][SPLIT_NAMES[split]]["shards"]
+    except KeyError:
+        raise UserError(f"{path}: no split {split!r}") from None
+    shards = []
+    for entry in entries:
+        shard = data_dir / entry["file"]
+        if not shard.exists():
+            raise UserError(f"{shard}: shard listed in {path} is missing")
+        size = shard.stat().st_size
+        if size != entry["bytes"]:
+            raise UserError(f"{shard}: {size} bytes but {path} records {entry['bytes']} "
+                            "(truncated or rewritten shard; rerun prepare)")
+        shards.append(Shard(str(shard), entry["examples"], entry["bytes"]))
+    return manifest, shards
+
+
+def _ranges(shards: list[Shard], start: int, stop: int) -> list[Span]:
+    spans, offset = [], 0
+    for shard in shards:
+        lo, hi = max(start - offset, 0), min(stop - offset, shard.examples)
+        if lo < hi:
+            spans.append(Span(shard.path, lo, hi))
+        offset += shard.examples
+    return spans
+
+
+def plan(data_dir: str | Path, split: str, *, training: bool, batch_size: int, rank: int = 0,
+         world_size: int = 1, seed: int = 0, epoch: int = 0) -> RankPlan:
+    """The records rank ``rank`` of ``world_size`` reads in ``epoch``."""
+    if not 0 <= rank < world_size:
+        raise UserError(f"rank {rank} is not in [0, {world_size})")
+    manifest, shards = read_manifest(data_dir, split)
+    if training:
+        order = np.random.default_rng(derive_seed(seed, epoch, 0x5EED)).permutation(len(shards))
+        shards = [shards[i] for i in order]
+    total = sum(s.examples for s in shards)
+    bounds = [total * r // world_size for r in range(world_size + 1)]
+    sizes = [hi - lo for lo, hi in zip(bounds, bounds[1:])]
+    if training:
+        steps = min(sizes) // batch_size
+        if steps == 0:
+            raise UserError(f"{data_dir}: {total} training examples over {world_size} ranks do not fill one "
+                            f"batch of {batch_size} per rank")
+    else:
+        steps = math.ceil(max(sizes) / batch_size)
+    return RankPlan(shards, _ranges(shards, bounds[rank], bounds[rank + 1]), sizes[rank], steps,
+                    manifest["label_offset"], manifest["num_classes"])
