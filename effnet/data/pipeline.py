@@ -8,6 +8,8 @@ from pathlib import Path
 import tensorflow as tf
 
 from effnet.data import sharding
+from effnet.data.images import check_image
+from effnet.data.tfrecord import iter_records
 from effnet.errors import UserError
 
 BACKENDS = ("tfdata", "dali")
@@ -20,18 +22,38 @@ class Batches:
 
     images: float32 NHWC in [0, 255]; labels: int32 class ids. Every rank yields ``steps``
     full batches. In evaluation the padding examples that complete the last batches carry
-    label -1; ``real_counts`` gives the number of real examples per batch.
+    label -1; ``real_counts`` gives the number of real examples per batch. A record that
+    cannot be read stops the iteration with a UserError naming its shard and offset.
     """
 
     dataset: tf.data.Dataset
-    steps: int
-    examples: int
+    plan: sharding.RankPlan
     batch_size: int
     training: bool
-    num_classes: int
+
+    @property
+    def steps(self) -> int:
+        return self.plan.steps
+
+    @property
+    def examples(self) -> int:
+        return self.plan.examples
+
+    @property
+    def num_classes(self) -> int:
+        return self.plan.num_classes
 
     def __iter__(self):
-        return iter(self.dataset)
+        iterator = iter(self.dataset)
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except tf.errors.OpError as exc:
+                shards = ", ".join(s.path for s in self.plan.spans)
+                raise UserError(find_bad_record(self.plan) or f"{shards}: {exc.message}") from exc
+            yield batch
 
     def __len__(self) -> int:
         return self.steps
@@ -40,6 +62,24 @@ class Batches:
     def real_counts(self) -> list[int]:
         """Real (non-padding) examples in each batch of this rank."""
         return [max(0, min(self.batch_size, self.examples - i * self.batch_size)) for i in range(self.steps)]
+
+
+def find_bad_record(plan: sharding.RankPlan) -> str | None:
+    """Describe the first record of ``plan`` that is not an Example with a decodable image, if any."""
+    from tensorflow.core.example import example_pb2
+
+    for span in plan.spans:
+        try:
+            for n, (offset, data) in enumerate(iter_records(span.path)):
+                if span.start <= n < span.stop:
+                    where = f"{span.path} (record {n} at byte offset {offset})"
+                    feature = example_pb2.Example.FromString(data).features.feature
+                    if "image/encoded" not in feature:
+                        return f"{where}: no image/encoded"
+                    check_image(feature["image/encoded"].bytes_list.value[0], where)
+        except UserError as exc:
+            return str(exc)
+    return None
 
 
 def _gpu_device_id() -> int | None:
@@ -81,4 +121,4 @@ def build_dataset(data_dir: str | Path, split: str, *, backend: str = "tfdata", 
         ds = dali.build(plan, index_dir, training=training, batch_size=batch_size, image_size=image_size,
                         seed=seed, epoch=epoch, rank=rank, world_size=world_size, augment=augment,
                         device_id=_gpu_device_id() if device_id == "auto" else device_id)
-    return Batches(ds, plan.steps, plan.examples, batch_size, training, plan.num_classes)
+    return Batches(ds, plan, batch_size, training)
