@@ -61,3 +61,12 @@ def read_split(directory: Path, split: str) -> list[dict]:
 
 def manifest(directory: Path) -> dict:
     return json.loads((Path(directory) / "manifest.json").read_text())
+
+
+def copy_files(src: Path, dst: Path) -> Path:
+    """Copy the plain files of ``src`` into a new directory ``dst`` (to damage the copy)."""
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file():
+            (dst / f.name).write_bytes(f.read_bytes())
+    return dst

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets import make_folders, manifest, read_split
+from datasets import copy_files, make_folders, manifest, read_split
 
 
 @pytest.fixture(scope="module")
@@ -19,14 +19,6 @@ def shards(tmp_path_factory):
     run_cli("prepare", "--source", "folders", "--input", str(root / "src"), "--output", str(root / "rec"),
             "--train-shards", "3", "--val-shards", "2", "--workers", "2", check=True)
     return root / "rec"
-
-
-def copy_shards(src: Path, dst: Path) -> Path:
-    dst.mkdir()
-    for f in src.iterdir():
-        if f.is_file():
-            (dst / f.name).write_bytes(f.read_bytes())
-    return dst
 
 
 def test_index_equals_tfrecord2idx(cli, shards, tmp_path):
@@ -41,7 +33,7 @@ def test_index_equals_tfrecord2idx(cli, shards, tmp_path):
 
 
 def test_truncated_shard_fails_naming_shard_and_offset(cli, shards, tmp_path):
-    rec = copy_shards(shards, tmp_path / "rec")
+    rec = copy_files(shards, tmp_path / "rec")
     shard = rec / "train-00001-of-00003"
     data = shard.read_bytes()
     shard.write_bytes(data[:-100])
@@ -58,7 +50,7 @@ def test_truncated_shard_fails_naming_shard_and_offset(cli, shards, tmp_path):
 
 
 def test_flipped_byte_fails_the_crc_check(cli, shards, tmp_path):
-    rec = copy_shards(shards, tmp_path / "rec")
+    rec = copy_files(shards, tmp_path / "rec")
     shard = rec / "validation-00000-of-00002"
     data = bytearray(shard.read_bytes())
     data[-50] ^= 0x01
@@ -69,7 +61,7 @@ def test_flipped_byte_fails_the_crc_check(cli, shards, tmp_path):
 
 
 def test_rerun_keeps_current_indexes_and_redoes_stale_ones(cli, shards, tmp_path):
-    rec = copy_shards(shards, tmp_path / "rec")
+    rec = copy_files(shards, tmp_path / "rec")
     idx = tmp_path / "idx"
     cli("index", "--tfrecords", str(rec), "--output", str(idx), check=True)
     stamps = {p.name: p.stat().st_mtime_ns for p in idx.glob("*.idx")}
@@ -84,7 +76,7 @@ def test_rerun_keeps_current_indexes_and_redoes_stale_ones(cli, shards, tmp_path
 
 
 def test_count_mismatch_with_manifest_is_an_error(cli, shards, tmp_path):
-    rec = copy_shards(shards, tmp_path / "rec")
+    rec = copy_files(shards, tmp_path / "rec")
     text = (rec / "manifest.json").read_text().replace('"examples": 3,', '"examples": 4,', 1)
     (rec / "manifest.json").write_text(text)
     proc = cli("index", "--tfrecords", str(rec), "--output", str(tmp_path / "idx"))

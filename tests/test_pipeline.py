@@ -9,7 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import run_cli
-from datasets import make_folders, read_split
+from datasets import copy_files, make_folders, read_split
 from effnet.data import autoaugment, build_dataset
 from effnet.data.mixing import mix_batch
 from effnet.data.sharding import plan
@@ -192,11 +192,7 @@ def test_missing_index_is_a_clear_error(data, tmp_path):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_truncated_shard_is_a_clear_error(data, tmp_path, backend):
     rec, idx = data
-    copy = tmp_path / "rec"
-    copy.mkdir()
-    for f in rec.iterdir():
-        if f.is_file():
-            (copy / f.name).write_bytes(f.read_bytes())
+    copy = copy_files(rec, tmp_path / "rec")
     shard = copy / "validation-00001-of-00002"
     shard.write_bytes(shard.read_bytes()[:-10])
     with pytest.raises(UserError, match=r"validation-00001-of-00002: \d+ bytes but .*manifest.json records"):
@@ -207,11 +203,7 @@ def test_truncated_shard_is_a_clear_error(data, tmp_path, backend):
 def test_non_image_record_is_an_error_naming_the_shard(data, tmp_path, backend):
     from tensorflow.core.example import example_pb2, feature_pb2
     rec, _ = data
-    copy = tmp_path / "rec"
-    copy.mkdir()
-    for f in rec.iterdir():
-        if f.is_file():
-            (copy / f.name).write_bytes(f.read_bytes())
+    copy = copy_files(rec, tmp_path / "rec")
     bad = example_pb2.Example(features=feature_pb2.Features(feature={
         "image/encoded": feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[b"this is not an image"])),
         "image/class/label": feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[1]))}))

@@ -1,14 +1,17 @@
-"""``python -m effnet.bench model``: print benchmark figures."""
+"""``python -m effnet.bench {model,input,data}``: print benchmark figures."""
 import argparse
 import sys
 
-from effnet.bench import model
+from effnet.bench import data, model
+from effnet.bench import input as input_bench
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m effnet.bench", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
     model.register(sub)
+    input_bench.register(sub)
+    data.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -46,11 +46,12 @@ def _policy_v0():
     from nvidia.dali.auto_aug.core import Policy
 
     enhance = dict(mag_range=(-0.9, 0.9), randomly_negate=False)  # factor 1 + m: 0.1 ... 1.9, as v0
+    translate = dict(mag_range=(0, autoaugment.AUTOAUGMENT_CONSTANTS["translate"]))
     ops = {
         "AutoContrast": a.auto_contrast, "Equalize": a.equalize, "Invert": a.invert,
         "Rotate": a.rotate, "ShearX": a.shear_x, "ShearY": a.shear_y,
-        "TranslateX": a.translate_x_no_shape.augmentation(mag_range=(0, autoaugment.AUTOAUGMENT_CONSTANTS["translate"])),
-        "TranslateY": a.translate_y_no_shape.augmentation(mag_range=(0, autoaugment.AUTOAUGMENT_CONSTANTS["translate"])),
+        "TranslateX": a.translate_x_no_shape.augmentation(**translate),
+        "TranslateY": a.translate_y_no_shape.augmentation(**translate),
         "Posterize": a.posterize.augmentation(mag_range=(8, 4)),     # keeps 0 ... 4 bits
         "Solarize": a.solarize.augmentation(mag_range=(0, 256)),     # threshold grows with the level
         "SolarizeAdd": a.solarize_add, "Color": a.color.augmentation(**enhance),

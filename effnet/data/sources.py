@@ -84,14 +84,19 @@ def read_synsets(path: str | Path | None) -> dict[str, str]:
     return names
 
 
-def list_folders(root: str | Path, synsets: str | Path | None = None) -> SourcePlan:
-    """``root/train/<class>/*`` and ``root/val/<class>/*``; classes are the sorted train folders."""
+def _train_classes(root: str | Path, synsets: str | Path | None):
+    """train/ and val/ of ``root``, the classes (sorted train folders) and their index by id."""
     root = Path(root)
     train = _require_dir(root / "train", "train")
     val = _require_dir(root / "val", "val")
     names = read_synsets(synsets)
     classes = [ClassInfo(d.name, names.get(d.name, d.name)) for d in _class_dirs(train)]
-    index = {c.id: i for i, c in enumerate(classes)}
+    return train, val, classes, {c.id: i for i, c in enumerate(classes)}
+
+
+def list_folders(root: str | Path, synsets: str | Path | None = None) -> SourcePlan:
+    """``root/train/<class>/*`` and ``root/val/<class>/*``; classes are the sorted train folders."""
+    train, val, classes, index = _train_classes(root, synsets)
     ignored: list[str] = []
     examples = {"train": _folder_split(train, index, ignored), "validation": _folder_split(val, index, ignored)}
     return SourcePlan(classes, examples, ignored)
@@ -128,11 +133,7 @@ def list_imagenet(root: str | Path, val_labels: str | Path | None = None,
     A ``val/`` that already holds ``<wnid>/`` folders is read like the folders source.
     """
     root = Path(root)
-    train = _require_dir(root / "train", "train")
-    val = _require_dir(root / "val", "val")
-    names = read_synsets(synsets)
-    classes = [ClassInfo(d.name, names.get(d.name, d.name)) for d in _class_dirs(train)]
-    index = {c.id: i for i, c in enumerate(classes)}
+    train, val, classes, index = _train_classes(root, synsets)
     ignored: list[str] = []
     examples = {"train": _folder_split(train, index, ignored)}
     images = _image_files(val, ignored)
