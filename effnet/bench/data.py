@@ -4,6 +4,7 @@ seconds per shard against DALI's ``tfrecord2idx``.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from effnet.data.index import build_indexes
     from effnet.data.prepare import prepare
 
+    workers = args.workers or os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="effnet-bench-data-"))
     write_images(work / "images", args.images)
     files = sorted(str(p) for p in (work / "images").rglob("*.jpg"))
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
             subprocess.run(["cat", *files], stdout=out, check=True)
     cat_s = min(_timed(cat) for _ in range(3))
     prepare_s = _timed(lambda: prepare("folders", str(work / "images"), str(work / "rec"),
-                                       train_shards=args.shards, val_shards=1, workers=args.workers))
+                                       train_shards=args.shards, val_shards=1, workers=workers))
     shutil.rmtree(work / "idx", ignore_errors=True)
     index_s = _timed(lambda: build_indexes(work / "rec", work / "idx"))
     shards = sorted((work / "rec").glob("train-*"))
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     t2i_s = _timed(lambda: [subprocess.run([str(tfrecord2idx), str(s), str(work / "t.idx")], check=True,
                                            capture_output=True) for s in shards])
     n = len(files)
-    print(f"\n{n} JPEGs, {megabytes:.1f} MB, {args.workers} workers:")
+    print(f"\n{n} JPEGs, {megabytes:.1f} MB, {workers} workers:")
     print(f"  cat (copy, physical limit)   {n / cat_s:9.0f} img/s   {megabytes / cat_s:7.1f} MB/s")
     print(f"  prepare (decode-check, write) {n / prepare_s:8.0f} img/s   {megabytes / prepare_s:7.1f} MB/s"
           f"   ({prepare_s:.1f} s incl. worker start-up)")

@@ -29,7 +29,7 @@ def write_images(root: Path, count: int, seed: int = 0) -> None:
             small = rng.uniform(0, 255, (h // 16 + 2, w // 16 + 2, 3)).astype(np.uint8)
             base = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC), np.float32)
             texture = np.sin(np.arange(w)[None, :, None] * rng.uniform(0.05, 0.5)) * rng.uniform(10, 40)
-            pixels = np.clip(base + texture + rng.normal(0, 14, (h, w, 3)), 0, 255).astype(np.uint8)
+            pixels = np.clip(base + texture + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{i:05d}.jpg", quality=int(rng.integers(85, 93)))
 
 

@@ -42,7 +42,6 @@ LABELS = "labels.txt"
 RECEIPTS = ".receipts"
 FORMAT = "effnet-tfrecords/1"
 LABEL_OFFSET = 1
-SHARD_PREFIX = {"train": "train", "validation": "validation"}
 
 
 @dataclass
@@ -181,7 +180,7 @@ def _run_task(task: ShardTask) -> dict:
 
 def shard_name(split: str, index: int, total: int) -> str:
     """Reference naming: ``train-00000-of-01024``."""
-    return f"{SHARD_PREFIX[split]}-{index:05d}-of-{total:05d}"
+    return f"{split}-{index:05d}-of-{total:05d}"
 
 
 def _split_evenly(items: list, shards: int, what: str) -> list[list]:
@@ -251,9 +250,9 @@ def plan_existing(src: Path, out: Path) -> list[ShardTask]:
     """Validate-in-place tasks for existing ``train-*`` / ``validation-*`` shards, linked into ``out``."""
     tasks = []
     for split in sources.SPLITS:
-        shards = sorted(p for p in src.glob(f"{SHARD_PREFIX[split]}-*") if p.is_file() and p.suffix != ".idx")
+        shards = sorted(p for p in src.glob(f"{split}-*") if p.is_file() and p.suffix != ".idx")
         if not shards:
-            raise UserError(f"{src}: no {SHARD_PREFIX[split]}-* TFRecord shards")
+            raise UserError(f"{src}: no {split}-* TFRecord shards")
         for shard in shards:
             target = out / shard.name
             if target.resolve() != shard.resolve():
