@@ -215,27 +215,30 @@ def apply_op(name: str, image, level: float, seed, constants: dict[str, int]):
     return ops[name]()
 
 
-def _maybe(image, probability, seed, fn):
-    return tf.cond(tf.random.stateless_uniform([], seed) < probability, fn, lambda: image)
+def _apply_one_of(names, index, image, level, op_seed, probability, gate_seed, constants):
+    """With ``probability``, apply op ``names[index]`` at ``level``: one switch over the distinct ops.
+
+    (A switch over whole sub-policies would schedule every branch's ops as dead ops per image:
+    measured 15.5 ms per 224 px image for policy v0, against 6 ms this way.)
+    """
+    branches = [lambda name=name: apply_op(name, image, level, op_seed, constants) for name in names]
+    return tf.cond(tf.random.stateless_uniform([], gate_seed) < probability,
+                   lambda: tf.switch_case(index, branches), lambda: image)
 
 
 def autoaugment(image: tf.Tensor, seed: tf.Tensor, policy=POLICY_V0) -> tf.Tensor:
     """Apply one randomly chosen sub-policy of ``policy`` (default v0) to a uint8 HWC image."""
-    seeds = tf.random.experimental.stateless_split(seed, 5)
-
-    def sub_policy(ops):
-        def run():
-            out = image
-            for k, (name, probability, level) in enumerate(ops):
-                op_seed = seeds[1 + 2 * k]
-                out = _maybe(out, probability, seeds[2 + 2 * k],
-                             lambda out=out, name=name, level=level, s=op_seed:
-                             apply_op(name, out, level, s, AUTOAUGMENT_CONSTANTS))
-            return out
-        return run
-
-    index = tf.random.stateless_uniform([], seeds[0], 0, len(policy), tf.int32)
-    out = tf.switch_case(index, [sub_policy(ops) for ops in policy])
+    names = sorted({name for sub_policy in policy for name, _, _ in sub_policy})
+    stages = len(policy[0])
+    seeds = tf.random.experimental.stateless_split(seed, 1 + 2 * stages)
+    chosen = tf.random.stateless_uniform([], seeds[0], 0, len(policy), tf.int32)
+    out = image
+    for k in range(stages):
+        op = tf.gather([names.index(sub_policy[k][0]) for sub_policy in policy], chosen)
+        probability = tf.gather([float(sub_policy[k][1]) for sub_policy in policy], chosen)
+        level = tf.gather([float(sub_policy[k][2]) for sub_policy in policy], chosen)
+        out = _apply_one_of(names, op, out, level, seeds[1 + 2 * k], probability, seeds[2 + 2 * k],
+                            AUTOAUGMENT_CONSTANTS)
     return tf.ensure_shape(out, image.shape)
 
 
@@ -245,9 +248,8 @@ def randaugment(image: tf.Tensor, seed: tf.Tensor, layers: int = 2, magnitude: f
     out = image
     for layer in range(layers):
         s_op, s_prob, s_arg = (seeds[1 + 3 * layer + k] for k in range(3))
-        index = tf.random.stateless_uniform([], s_op, 0, len(RANDAUGMENT_OPS), tf.int32)
+        op = tf.random.stateless_uniform([], s_op, 0, len(RANDAUGMENT_OPS), tf.int32)
         probability = tf.random.stateless_uniform([], s_prob, 0.2, 0.8)
-        branches = [lambda out=out, name=name: apply_op(name, out, magnitude, s_arg, RANDAUGMENT_CONSTANTS)
-                    for name in RANDAUGMENT_OPS]
-        out = _maybe(out, probability, seeds[0] + layer, lambda out=out, b=branches, i=index: tf.switch_case(i, b))
+        out = _apply_one_of(RANDAUGMENT_OPS, op, out, magnitude, s_arg, probability, seeds[0] + layer,
+                            RANDAUGMENT_CONSTANTS)
     return tf.ensure_shape(out, image.shape)
