@@ -67,6 +67,7 @@ def build_pipeline(plan: RankPlan, indexes: list[str], *, training: bool, batch_
                    num_threads: int):
     """The DALI pipeline for one rank: (float32 HWC images in [0, 255], int32 labels)."""
     from nvidia.dali import fn, pipeline_def, tfrecord, types
+    from nvidia.dali import math as dmath
     from nvidia.dali.auto_aug import auto_augment, rand_augment
 
     decode_device = "cpu" if device_id is None else "mixed"
@@ -93,7 +94,7 @@ def build_pipeline(plan: RankPlan, indexes: list[str], *, training: bool, batch_
         else:
             images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB)
             shape = fn.cast(images.shape(device="cpu"), dtype=types.FLOAT)
-            side = fn.cast(fn.cast(_min(shape[0], shape[1]) * (image_size / (image_size + EVAL_PADDING)),
+            side = fn.cast(fn.cast(dmath.min(shape[0], shape[1]) * (image_size / (image_size + EVAL_PADDING)),
                                    dtype=types.INT32), dtype=types.FLOAT)
             images = fn.crop(images, crop_h=side, crop_w=side)
             images = fn.resize(images, resize_x=image_size, resize_y=image_size, interp_type=types.INTERP_LINEAR)
@@ -104,11 +105,6 @@ def build_pipeline(plan: RankPlan, indexes: list[str], *, training: bool, batch_
         return images, labels
 
     return pipeline()
-
-
-def _min(a, b):
-    from nvidia.dali import math as dmath
-    return dmath.min(a, b)
 
 
 def build(plan: RankPlan, index_dir, *, training: bool, batch_size: int, image_size: int, seed: int, epoch: int,
@@ -123,7 +119,8 @@ def build(plan: RankPlan, index_dir, *, training: bool, batch_size: int, image_s
     try:
         pipe.build()
     except RuntimeError as exc:
-        raise UserError(f"DALI pipeline over {plan.files[0].path} ...: {exc}") from exc
+        shards = Path(plan.files[0].path).parent
+        raise UserError(f"DALI pipeline over {len(plan.files)} shards in {shards}: {exc}") from exc
     device = "/cpu:0" if device_id is None else f"/gpu:{device_id}"
     with tf.device(device):
         ds = DALIDataset(pipeline=pipe, batch_size=batch_size, device_id=device_id,

@@ -93,27 +93,25 @@ def build(plan: RankPlan, *, training: bool, batch_size: int, image_size: int, s
           augment: str | None) -> tf.data.Dataset:
     """Batches of (float32 images, int32 labels) for ``plan``; evaluation pads with label -1."""
     ds = _records(plan, parallel=training)
-    parse = lambda record, path: _parse(record, path, plan.label_offset)  # noqa: E731
+
+    def train_example(record_and_path, seed):
+        encoded, label = _parse(*record_and_path, plan.label_offset)
+        return train_image(encoded, seed, image_size, augment), label
+
+    def eval_example(record, path):
+        encoded, label = _parse(record, path, plan.label_offset)
+        return eval_image(encoded, image_size), label
+
     if training:
         ds = ds.shuffle(min(SHUFFLE_BUFFER, plan.examples), seed=derive_seed(seed, epoch, rank, 1),
                         reshuffle_each_iteration=False)
         ds = ds.take(plan.steps * batch_size)
         seeds = tf.data.Dataset.random(seed=derive_seed(seed, epoch, rank, 2)).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda rp, s: _train_example(*parse(*rp), s, image_size, augment),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(train_example, num_parallel_calls=tf.data.AUTOTUNE,
+                                                  deterministic=True)
     else:
-        ds = ds.map(lambda r, p: _eval_example(*parse(r, p), image_size), num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True)
+        ds = ds.map(eval_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         padding = plan.steps * batch_size - plan.examples
         blank = (tf.zeros([image_size, image_size, 3], tf.float32), tf.constant(-1, tf.int32))
         ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-
-
-def _train_example(encoded, label, seed, image_size, augment):
-    return train_image(encoded, seed, image_size, augment), label
-
-
-def _eval_example(encoded, label, image_size):
-    return eval_image(encoded, image_size), label
