@@ -25,7 +25,14 @@ pip() {
 
 vpython() { "$VENV/bin/python" "$@"; }
 
+# A Python that can make a venv and compile extensions (Horovod); Debian's needs python3-venv and python3-dev.
+python_is_complete() {
+  "$PYTHON" -c 'import ensurepip, os, sysconfig
+assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null
+}
+
 install_system_packages() {
+  python_is_complete || APT_PACKAGES+=(python3-venv python3-dev)
   local missing=()
   for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
