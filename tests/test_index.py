@@ -106,7 +106,7 @@ def test_dali_reads_every_record_through_the_index(cli, shards, tmp_path):
     for _ in range(-(-total // 5)):
         shape_batch, label_batch = p.run()
         shapes += [tuple(np.array(s)) for s in shape_batch]
-        labels += [int(np.array(l)[0]) for l in label_batch]
+        labels += [int(np.array(y)[0]) for y in label_batch]
     labels, shapes = labels[:total], shapes[:total]
     expected = read_split(shards, "train")
     assert total == len(expected) == manifest(shards)["splits"]["train"]["examples"]

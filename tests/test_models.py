@@ -48,10 +48,10 @@ def test_b0_native_size_and_block_table():
     # Squeeze-excite width is a quarter of the block's input filters, not of the expanded ones.
     assert model.get_layer("block03_se_reduce").filters == 6
     # Drop-connect rises linearly from 0 to 0.2 over the blocks; shortcuts only where stride 1 and in == out.
-    drops = {l.name: l.rate for l in model.layers if l.name.endswith("_drop")}
+    drops = {layer.name: layer.rate for layer in model.layers if layer.name.endswith("_drop")}
     assert drops["block03_drop"] == pytest.approx(0.2 * 2 / 16)
     assert drops["block15_drop"] == pytest.approx(0.2 * 14 / 16)
-    assert "block02_add" not in [l.name for l in model.layers]
+    assert "block02_add" not in [layer.name for layer in model.layers]
     bn = model.get_layer("stem_bn")
     assert (bn.momentum, bn.epsilon) == (0.99, 1e-3)
     assert model.get_layer("top_dropout").rate == 0.2
@@ -77,9 +77,9 @@ def test_input_is_normalised_in_the_graph():
 def test_initialisers_follow_the_reference_and_fan_in_is_selectable():
     out = build_model("efficientnet-b0", image_size=32)
     fan_in = build_model("efficientnet-b0", image_size=32, weight_init="fan_in")
-    head = lambda m: m.get_layer("head_conv").kernel.numpy()  # 1x1, 320 -> 1280
-    assert head(out).std() == pytest.approx(np.sqrt(2 / 1280), rel=0.05)
-    assert head(fan_in).std() == pytest.approx(np.sqrt(2 / 320), rel=0.05)
+    # The head convolution is 1x1, 320 -> 1280: fan_out 1280, fan_in 320.
+    assert out.get_layer("head_conv").kernel.numpy().std() == pytest.approx(np.sqrt(2 / 1280), rel=0.05)
+    assert fan_in.get_layer("head_conv").kernel.numpy().std() == pytest.approx(np.sqrt(2 / 320), rel=0.05)
     dense = out.get_layer("logits").kernel.numpy()  # uniform, limit sqrt(3 * (1/3) / fan_out)
     assert np.abs(dense).max() <= np.sqrt(1 / 1000) and dense.std() == pytest.approx(np.sqrt(1 / 3000), rel=0.05)
 
@@ -88,7 +88,7 @@ def test_overrides_and_feature_extractor():
     model = build_model("efficientnet-b1", image_size=64, num_classes=5, dropout=0.5, drop_connect=0.0,
                         activation="relu")
     assert model.get_layer("top_dropout").rate == 0.5
-    assert not [l for l in model.layers if l.name.endswith("_drop")]
+    assert not [layer for layer in model.layers if layer.name.endswith("_drop")]
     assert model.get_layer("stem_activation").activation is keras.activations.relu
     features = build_model("efficientnet-b0", image_size=64, include_top=False)
     assert features.output_shape == (None, 2, 2, 1280)

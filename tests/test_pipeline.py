@@ -42,7 +42,7 @@ def collect(batches, real_only=True):
     images = np.concatenate(images)
     if real_only:
         keep = np.array(labels) >= 0
-        return [l for l in labels if l >= 0], images[keep]
+        return [y for y in labels if y >= 0], images[keep]
     return labels, images
 
 
@@ -69,10 +69,10 @@ def test_eval_sees_every_example_exactly_once_across_ranks(data, backend, world)
     for b in per_rank:
         labels, _ = collect(b, real_only=False)
         assert len(labels) == b.steps * 8
-        counts = [sum(1 for l in labels[i * 8:(i + 1) * 8] if l >= 0) for i in range(b.steps)]
+        counts = [sum(1 for y in labels[i * 8:(i + 1) * 8] if y >= 0) for i in range(b.steps)]
         assert counts == b.real_counts
         n_real = sum(counts)
-        assert all(l >= 0 for l in labels[:n_real]) and all(l == -1 for l in labels[n_real:])
+        assert all(y >= 0 for y in labels[:n_real]) and all(y == -1 for y in labels[n_real:])
         combined += labels[:n_real]
     assert combined == written  # contiguous, disjoint, complete
 
