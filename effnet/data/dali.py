@@ -18,6 +18,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from effnet.data import autoaugment
+from effnet.data.index import current_index, index_path
 from effnet.data.sharding import RankPlan, derive_seed
 from effnet.data.tfdata import AREA_RANGE, ASPECT_RANGE, CROP_ATTEMPTS, EVAL_PADDING
 from effnet.errors import UserError
@@ -29,12 +30,11 @@ def index_files(plan: RankPlan, index_dir: str | Path) -> list[str]:
         raise UserError("the dali backend needs index_dir (run `python -m effnet index`)")
     paths = []
     for shard in plan.files:
-        idx = Path(index_dir) / f"{Path(shard.path).name}.idx"
+        idx = index_path(index_dir, shard.path)
         if not idx.exists():
             raise UserError(f"{idx}: DALI index missing for {shard.path} (run `python -m effnet index`)")
-        lines = idx.read_text().split("\n")
-        last = lines[-2].split() if len(lines) > 1 else []
-        if len(lines) - 1 != shard.examples or len(last) != 2 or int(last[0]) + int(last[1]) != shard.bytes:
+        spans = current_index(Path(shard.path), idx)
+        if spans is None or len(spans) != shard.examples:
             raise UserError(f"{idx}: stale index for {shard.path} (rerun `python -m effnet index`)")
         paths.append(str(idx))
     return paths

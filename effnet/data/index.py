@@ -53,27 +53,28 @@ def read_index(path: str | Path) -> list[tuple[int, int]]:
     return spans
 
 
-def _index_is_current(shard: Path, idx: Path) -> bool:
-    """An index newer than its shard whose records tile the shard exactly."""
+def current_index(shard: Path, idx: Path) -> list[tuple[int, int]] | None:
+    """The spans of an index newer than its shard whose records tile the shard exactly, else None."""
     try:
         if idx.stat().st_mtime_ns < shard.stat().st_mtime_ns:
-            return False
+            return None
         spans = read_index(idx)
     except (OSError, UserError):
-        return False
+        return None
     position = 0
     for offset, size in spans:
         if offset != position or size <= 0:
-            return False
+            return None
         position += size
-    return bool(spans) and position == shard.stat().st_size
+    return spans if spans and position == shard.stat().st_size else None
 
 
 def index_shard(shard: Path, index_dir: Path) -> tuple[int, bool]:
     """Write (or keep) the index of one shard; return (records, rewritten)."""
     idx = index_path(index_dir, shard)
-    if _index_is_current(shard, idx):
-        return len(read_index(idx)), False
+    spans = current_index(shard, idx)
+    if spans is not None:
+        return len(spans), False
     spans = record_spans(shard)
     if not spans:
         raise UserError(f"{shard}: empty shard (no records)")
