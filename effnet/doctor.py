@@ -117,7 +117,7 @@ def check_gpus(required: bool) -> Check:
     except Exception as exc:
         return Check("gpus", False, f"cannot query: {exc}", SETUP_HINT, required)
     if not gpus:
-        return Check("gpus", False, "none visible to TensorFlow (CPU mode: AMP uses bfloat16, XLA off)",
+        return Check("gpus", False, "none visible to TensorFlow (CPU mode)",
                      "on a GPU host install `tensorflow` (EFFNET_TF=tensorflow ./setup.sh env) "
                      "and check nvidia-smi / CUDA_VISIBLE_DEVICES", required)
     return Check("gpus", True, f"{len(gpus)}: " + ", ".join(g.name for g in gpus), required=required)

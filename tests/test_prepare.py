@@ -1,6 +1,7 @@
 """prepare: real images in, TFRecord shards out, every image once with its label."""
 import csv
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -47,6 +48,9 @@ def test_folders_round_trip(cli, tmp_path):
     for shard in m["splits"]["train"]["shards"]:
         data = (tmp_path / "out" / shard["file"]).read_bytes()
         assert (len(data), hashlib.sha256(data).hexdigest()) == (shard["bytes"], shard["sha256"])
+    params, result = [json.loads(line[5:]) for line in (tmp_path / "out/prepare.dllog.json").read_text().splitlines()]
+    assert params["step"] == "PARAMETER" and params["data"]["train_shards"] == 3
+    assert result["step"] == [] and result["data"]["examples"] == 18 + 6 and result["data"]["images_per_second"] > 0
 
 
 def test_shuffle_is_deterministic_by_seed(cli, tmp_path):

@@ -5,6 +5,7 @@ Output, in the reference ImageNet layout::
     DIR/train-00000-of-01024 ...  DIR/validation-00000-of-00128 ...
     DIR/manifest.json   per-shard counts, bytes, sha256; classes; source and options
     DIR/labels.txt      one line per class index: ``index<TAB>id<TAB>name``
+    DIR/prepare.dllog.json  options and throughput of each run, in dllogger's JSON-lines format
 
 Each record is a tf.train.Example with ``image/encoded`` (JPEG), ``image/format``,
 ``image/class/label`` (int64, 1-based like Google's ImageNet converter: class index + 1;
@@ -35,10 +36,12 @@ from effnet.data import sources
 from effnet.data.images import CorruptImageError, check_image
 from effnet.data.sources import ClassInfo
 from effnet.data.tfrecord import encode_record, iter_records
+from effnet.dllog import DLLogger
 from effnet.errors import UserError
 
 MANIFEST = "manifest.json"
 LABELS = "labels.txt"
+LOG = "prepare.dllog.json"  # dllogger JSON lines, one run appended after another
 RECEIPTS = ".receipts"
 FORMAT = "effnet-tfrecords/1"
 LABEL_OFFSET = 1
@@ -350,7 +353,9 @@ def prepare(source: str, input_dir: str, output_dir: str, *, val_labels: str | N
     else:
         raise UserError(f"unknown source {source!r}")
 
+    start = time.perf_counter()
     entries = run_tasks(tasks, workers, total)
+    seconds = time.perf_counter() - start
     if source == "tfrecords":
         classes, label_offset = _classes_from_labels(entries)
 
@@ -371,6 +376,11 @@ def prepare(source: str, input_dir: str, output_dir: str, *, val_labels: str | N
     }
     write_text(out / LABELS, "".join(f"{i}\t{c.id}\t{c.name}\n" for i, c in enumerate(classes)))
     write_json(out / MANIFEST, manifest)
+    examples = sum(e["examples"] for e in entries)
+    with DLLogger(out / LOG, stream=None) as log:
+        log.log("PARAMETER", {"source": source, "input": manifest["source"]["input"], "workers": workers, **options})
+        log.log((), {"examples": examples, "seconds": round(seconds, 3), "images_per_second": examples / seconds,
+                     "converted": manifest["converted"], "skipped": len(manifest["skipped"])})
     counts = ", ".join(f"{s}: {manifest['splits'][s]['examples']}" for s in sources.SPLITS)
     print(f"prepare: wrote {out / MANIFEST} ({counts}; {len(classes)} classes; "
           f"{manifest['converted']} converted, {len(manifest['skipped'])} skipped)")
