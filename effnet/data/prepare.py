@@ -308,7 +308,8 @@ def run_tasks(tasks: list[ShardTask], workers: int, total_examples: int | None) 
     counter = ctx.Value("q", 0)
     bar = tqdm(total=total_examples and total_examples - already, unit="img", desc="prepare",
                dynamic_ncols=True, mininterval=1.0)
-    with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(counter,)) as pool:
+    pool = ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(counter,))
+    try:
         pending = {i: pool.apply_async(_run_task, (tasks[i],)) for i in todo}
         while pending:
             time.sleep(0.2)
@@ -317,8 +318,22 @@ def run_tasks(tasks: list[ShardTask], workers: int, total_examples: int | None) 
                 entries[i] = pending.pop(i).get()  # re-raises a worker's error
                 write_json(_receipt_path(tasks[i]), {"fingerprint": fingerprints[i], "entry": entries[i]})
         bar.update(counter.value - bar.n)
-    bar.close()
+        pool.close()
+    except BaseException:
+        pool.terminate()  # stops the other shards mid-write: remove their temporary files
+        for directory in {Path(t.path).parent for t in tasks}:
+            remove_temporaries(directory)
+        raise
+    finally:
+        pool.join()
+        bar.close()
     return entries
+
+
+def remove_temporaries(directory: Path) -> None:
+    """Delete the temporary files of shards whose writing was interrupted (never trusted, never kept)."""
+    for stale in directory.glob(".*.tmp-*"):
+        stale.unlink(missing_ok=True)
 
 
 def prepare(source: str, input_dir: str, output_dir: str, *, val_labels: str | None = None,
@@ -328,8 +343,7 @@ def prepare(source: str, input_dir: str, output_dir: str, *, val_labels: str | N
     """Write or validate the shards of ``source`` into ``output_dir``; return the manifest."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tmp-*"):  # left by a killed run; never trusted
-        stale.unlink()
+    remove_temporaries(out)  # left by a run that was killed
     workers = workers or os.cpu_count() or 1
     shards = {"train": train_shards, "validation": val_shards}
     options = {"seed": seed, "train_shards": train_shards, "val_shards": val_shards, "skip_corrupt": skip_corrupt,
