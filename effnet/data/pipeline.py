@@ -8,7 +8,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from effnet.data import sharding
-from effnet.data.images import check_image
+from effnet.data.prepare import check_example
 from effnet.data.tfrecord import iter_records
 from effnet.errors import UserError
 
@@ -66,17 +66,11 @@ class Batches:
 
 def find_bad_record(plan: sharding.RankPlan) -> str | None:
     """Describe the first record of ``plan`` that is not an Example with a decodable image, if any."""
-    from tensorflow.core.example import example_pb2
-
     for span in plan.spans:
         try:
             for n, (offset, data) in enumerate(iter_records(span.path)):
                 if span.start <= n < span.stop:
-                    where = f"{span.path} (record {n} at byte offset {offset})"
-                    feature = example_pb2.Example.FromString(data).features.feature
-                    if "image/encoded" not in feature:
-                        return f"{where}: no image/encoded"
-                    check_image(feature["image/encoded"].bytes_list.value[0], where)
+                    check_example(data, f"{span.path} (record {n} at byte offset {offset})")
         except UserError as exc:
             return str(exc)
     return None

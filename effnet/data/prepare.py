@@ -149,22 +149,30 @@ def write_shard(task: ShardTask) -> dict:
             "sha256": digest.hexdigest(), "converted": converted, "skipped": skipped}
 
 
-def validate_shard(task: ShardTask) -> dict:
-    """Check an existing shard record by record (CRCs, Example keys, image decodes); return its entry."""
+def check_example(data: bytes, where: str):
+    """Parse a record as an Example with a label and a decodable image; UserError naming ``where`` otherwise."""
+    from google.protobuf.message import DecodeError
     from tensorflow.core.example import example_pb2
 
+    try:
+        feature = example_pb2.Example.FromString(data).features.feature
+    except DecodeError as exc:
+        raise UserError(f"{where}: not a tf.train.Example: {exc}") from None
+    for key in ("image/encoded", "image/class/label"):
+        if key not in feature:
+            raise UserError(f"{where}: missing key {key!r}")
+    check_image(feature["image/encoded"].bytes_list.value[0], where)
+    return feature
+
+
+def validate_shard(task: ShardTask) -> dict:
+    """Check an existing shard record by record (CRCs, Example keys, image decodes); return its entry."""
     digest, count, labels = hashlib.sha256(), 0, {}
     with open(task.path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    for offset, data in iter_records(task.path):
-        example = example_pb2.Example.FromString(data)
-        feature = example.features.feature
-        where = f"{task.path} (record at offset {offset})"
-        for key in ("image/encoded", "image/class/label"):
-            if key not in feature:
-                raise UserError(f"{where}: missing key {key!r}")
-        check_image(feature["image/encoded"].bytes_list.value[0], where)
+    for n, (offset, data) in enumerate(iter_records(task.path)):
+        feature = check_example(data, f"{task.path} (record {n} at byte offset {offset})")
         label = feature["image/class/label"].int64_list.value[0]
         text = feature["image/class/text"].bytes_list.value[0].decode() if "image/class/text" in feature else ""
         labels.setdefault(label, text)
@@ -294,15 +302,18 @@ def _done(task: ShardTask, fingerprint: str) -> dict | None:
     return None
 
 
-def run_tasks(tasks: list[ShardTask], workers: int, total_examples: int | None) -> list[dict]:
-    """Run the shard tasks not already done, in parallel, with a progress bar; return entries in task order."""
+def run_tasks(tasks: list[ShardTask], workers: int, total_examples: int | None) -> tuple[list[dict], int]:
+    """Run the shard tasks not already done, in parallel, with a progress bar.
+
+    Returns the manifest entries in task order and the number of images processed by this run.
+    """
     fingerprints = [t.fingerprint() for t in tasks]
     entries = [_done(t, f) for t, f in zip(tasks, fingerprints)]
     todo = [i for i, e in enumerate(entries) if e is None]
     print(f"prepare: {len(tasks) - len(todo)} of {len(tasks)} shards already complete, {len(todo)} to write",
           flush=True)
     if not todo:
-        return entries
+        return entries, 0
     already = sum(e["examples"] + len(e["skipped"]) for e in entries if e)
     ctx = mp.get_context("spawn")
     counter = ctx.Value("q", 0)
@@ -327,7 +338,7 @@ def run_tasks(tasks: list[ShardTask], workers: int, total_examples: int | None) 
     finally:
         pool.join()
         bar.close()
-    return entries
+    return entries, counter.value
 
 
 def remove_temporaries(directory: Path) -> None:
@@ -368,7 +379,7 @@ def prepare(source: str, input_dir: str, output_dir: str, *, val_labels: str | N
         raise UserError(f"unknown source {source!r}")
 
     start = time.perf_counter()
-    entries = run_tasks(tasks, workers, total)
+    entries, processed = run_tasks(tasks, workers, total)
     seconds = time.perf_counter() - start
     if source == "tfrecords":
         classes, label_offset = _classes_from_labels(entries)
@@ -390,11 +401,12 @@ def prepare(source: str, input_dir: str, output_dir: str, *, val_labels: str | N
     }
     write_text(out / LABELS, "".join(f"{i}\t{c.id}\t{c.name}\n" for i, c in enumerate(classes)))
     write_json(out / MANIFEST, manifest)
-    examples = sum(e["examples"] for e in entries)
     with DLLogger(out / LOG, stream=None) as log:
-        log.log("PARAMETER", {"source": source, "input": manifest["source"]["input"], "workers": workers, **options})
-        log.log((), {"examples": examples, "seconds": round(seconds, 3), "images_per_second": examples / seconds,
-                     "converted": manifest["converted"], "skipped": len(manifest["skipped"])})
+        log.log("PARAMETER", {**manifest["source"], "workers": workers})
+        log.log((), {"examples": sum(manifest["splits"][s]["examples"] for s in sources.SPLITS),
+                     "processed_this_run": processed, "seconds": round(seconds, 3),
+                     "images_per_second": processed / seconds, "converted": manifest["converted"],
+                     "skipped": len(manifest["skipped"])})
     counts = ", ".join(f"{s}: {manifest['splits'][s]['examples']}" for s in sources.SPLITS)
     print(f"prepare: wrote {out / MANIFEST} ({counts}; {len(classes)} classes; "
           f"{manifest['converted']} converted, {len(manifest['skipped'])} skipped)")
