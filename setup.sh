@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Set up this project on a fresh Debian machine (root or sudo, Python 3.11), then act:
+# Set up this project (Python 3.10-3.12; no root needed when g++ and the Python headers are present), then act:
 #   ./setup.sh          set up, then run the whole pipeline on the embedded demo dataset
-#   ./setup.sh test     set up, then run the test suite
+#   ./setup.sh test     set up (plus, as root, Debian's SLURM and munge for the tests), then run the test suite
 #   ./setup.sh env      set up only
+#   ./setup.sh system [ACTION]   only check (or, as root, install) the system packages ACTION needs
 # Idempotent: each step is skipped when what it depends on is unchanged (a warm run takes seconds).
 # EFFNET_TF=tensorflow installs the GPU TensorFlow wheel instead of tensorflow-cpu (GPU hosts).
 set -euo pipefail
@@ -12,11 +13,12 @@ PYTHON=${PYTHON:-python3}
 VENV=.venv
 TF_WHEEL=${EFFNET_TF:-tensorflow-cpu}
 CONSTRAINTS=requirements/constraints.txt
-APT_PACKAGES=(g++ munge slurmctld slurmd slurm-client libslurm-dev)
+SLURM_PACKAGES=(munge slurmctld slurmd slurm-client libslurm-dev)  # the tests' own SLURM, on localhost
 HOROVOD_BUILD=(HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1
                HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 MAKEFLAGS=-j2)
 
 say() { printf '==> %s\n' "$*"; }
+die() { printf 'setup.sh: %s\n' "$1" >&2; shift; [ $# -eq 0 ] || printf '  %s\n' "$@" >&2; exit 1; }
 
 # pip without the per-package notes about unreachable local mirrors some hosts print.
 pip() {
@@ -25,23 +27,66 @@ pip() {
 
 vpython() { "$VENV/bin/python" "$@"; }
 
-# A Python that can make a venv and compile extensions (Horovod); Debian's needs python3-venv and python3-dev.
+# TensorFlow 2.18 supports Python 3.10-3.12: say so before anything is installed.
+check_python() {
+  local path version
+  path=$(command -v "$PYTHON") || die "no Python interpreter '$PYTHON' on PATH." \
+    "Set PYTHON to a Python 3.10, 3.11 or 3.12, e.g. PYTHON=python3.11 ./setup.sh"
+  version=$("$PYTHON" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null) || version=unknown
+  case "$version" in
+    3.10.*|3.11.*|3.12.*) PY_MINOR=${version%.*} ;;
+    *) die "$path is Python $version; TensorFlow 2.18 needs Python 3.10, 3.11 or 3.12." \
+           "Choose one with PYTHON, e.g. PYTHON=python3.11 ./setup.sh" ;;
+  esac
+}
+
+# A Python that can make a venv and compile extensions (Horovod); Debian's needs python3.X-venv and -dev.
 python_is_complete() {
   "$PYTHON" -c 'import ensurepip, os, sysconfig
 assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null
 }
 
-install_system_packages() {
-  python_is_complete || APT_PACKAGES+=(python3-venv python3-dev)
+can_be_root() { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }
+
+apt_install() {
+  say "apt-get install $*"
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# What building needs: a working g++ (Debian's or a module system's) and a complete Python. Root only to install.
+install_build_packages() {
   local missing=()
-  for pkg in "${APT_PACKAGES[@]}"; do
+  g++ --version >/dev/null 2>&1 || missing+=(g++)
+  python_is_complete || missing+=("python$PY_MINOR-venv" "python$PY_MINOR-dev")
+  if [ ${#missing[@]} -eq 0 ]; then say "build tools present (g++, Python $PY_MINOR with venv and headers)"; return; fi
+  if command -v apt-get >/dev/null && can_be_root; then apt_install "${missing[@]}"; return; fi
+  die "missing ${missing[*]}, and no root or passwordless sudo to install them." \
+      "An admin can run: apt-get install ${missing[*]}" \
+      "or load a compiler module (g++ on PATH) / pick a complete Python (PYTHON=...) and rerun."
+}
+
+# The SLURM tests start Debian's daemons at fixed paths with their own SLURM_CONF. Never install Debian's
+# SLURM where a site's sbatch is on PATH: it would shadow the site's commands.
+install_test_slurm() {
+  local sbatch missing=() pkg
+  sbatch=$(command -v sbatch || true)
+  if [ -n "$sbatch" ] && ! dpkg -S "$(readlink -f "$sbatch")" >/dev/null 2>&1; then
+    say "site SLURM found ($sbatch): left alone; the SLURM tests run only if the test SLURM" \
+        "(Debian's /usr/sbin/slurmctld, /usr/sbin/slurmd, /usr/bin/sbatch) is present"
+    return
+  fi
+  command -v dpkg-query >/dev/null || { say "not a Debian host: no test SLURM, the SLURM tests will be skipped"; return; }
+  for pkg in "${SLURM_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
-  if [ ${#missing[@]} -eq 0 ]; then say "system packages present"; return; fi
-  say "apt-get install ${missing[*]}"
-  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ ${#missing[@]} -eq 0 ]; then say "test SLURM present"; return; fi
+  if ! can_be_root; then
+    say "note: no root or passwordless sudo, so ${missing[*]} not installed: the SLURM tests will be skipped"
+    return
+  fi
+  apt_install "${missing[@]}"
 }
 
 install_python_packages() {
@@ -74,8 +119,7 @@ install_dali_plugin() {
     -c "$CONSTRAINTS" nvidia-dali-tf-plugin-cuda120
 }
 
-setup() {
-  install_system_packages
+setup_python() {
   local stamp="$VENV/.setup-stamp" want
   want=$(cat setup.sh pyproject.toml "$CONSTRAINTS" | sha256sum | cut -d' ' -f1)-$TF_WHEEL
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
@@ -93,13 +137,18 @@ setup() {
 }
 
 main() {
-  local action=${1:-demo}
+  local action=${1:-demo} system_only=""
+  if [ "$action" = system ]; then system_only=1; action=${2:-demo}; fi
   case "$action" in
     demo|test|env) ;;
-    *) echo "usage: $0 [demo|test|env]" >&2; exit 2 ;;
+    *) echo "usage: $0 [system] [demo|test|env]" >&2; exit 2 ;;
   esac
+  check_python
   local start=$SECONDS
-  setup
+  install_build_packages
+  if [ "$action" = test ]; then install_test_slurm; fi
+  if [ -n "$system_only" ]; then return; fi
+  setup_python
   say "setup finished in $((SECONDS - start)) s"
   export PATH="$PWD/$VENV/bin:$PATH"
   case "$action" in

@@ -8,12 +8,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def temporary_path(path: str | Path, pid: int) -> Path:
+    """The temporary sibling that process ``pid`` writes before renaming it to ``path``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{pid}")
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator:
     """Open a temporary sibling of ``path`` for writing; rename it to ``path`` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(path, os.getpid())
     try:
         with open(tmp, mode) as f:
             yield f

@@ -36,27 +36,30 @@ def make_folders(root: Path, train: dict[str, int], val: dict[str, int]) -> dict
     return written
 
 
-def read_split(directory: Path, split: str) -> list[dict]:
-    """Every example of a split's shards, parsed, in shard order."""
+def read_shard(shard: Path) -> list[dict]:
+    """Every example of one shard, parsed, in order."""
     from tensorflow.core.example import example_pb2
 
     out = []
-    for shard in sorted(Path(directory).glob(f"{split}-*")):
-        if shard.suffix == ".idx":
-            continue
-        for _, data in iter_records(shard):
-            f = example_pb2.Example.FromString(data).features.feature
-            out.append({
-                "encoded": f["image/encoded"].bytes_list.value[0],
-                "label": f["image/class/label"].int64_list.value[0],
-                "text": f["image/class/text"].bytes_list.value[0].decode(),
-                "synset": f["image/class/synset"].bytes_list.value[0].decode(),
-                "filename": f["image/filename"].bytes_list.value[0].decode(),
-                "height": f["image/height"].int64_list.value[0],
-                "width": f["image/width"].int64_list.value[0],
-                "format": f["image/format"].bytes_list.value[0],
-            })
+    for _, data in iter_records(shard):
+        f = example_pb2.Example.FromString(data).features.feature
+        out.append({
+            "encoded": f["image/encoded"].bytes_list.value[0],
+            "label": f["image/class/label"].int64_list.value[0],
+            "text": f["image/class/text"].bytes_list.value[0].decode(),
+            "synset": f["image/class/synset"].bytes_list.value[0].decode(),
+            "filename": f["image/filename"].bytes_list.value[0].decode(),
+            "height": f["image/height"].int64_list.value[0],
+            "width": f["image/width"].int64_list.value[0],
+            "format": f["image/format"].bytes_list.value[0],
+        })
     return out
+
+
+def read_split(directory: Path, split: str) -> list[dict]:
+    """Every example of a split's shards, parsed, in shard order."""
+    return [e for shard in sorted(Path(directory).glob(f"{split}-*")) if shard.suffix != ".idx"
+            for e in read_shard(shard)]
 
 
 def manifest(directory: Path) -> dict:

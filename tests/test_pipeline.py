@@ -1,4 +1,5 @@
 """Input pipelines: both backends, rank sharding, exact evaluation, augmentations, clear errors."""
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -10,20 +11,20 @@ from PIL import Image
 
 from conftest import run_cli
 from datasets import copy_files, make_folders, read_split
-from effnet.data import autoaugment, build_dataset
+from effnet.data import autoaugment, build_dataset, tfdata
 from effnet.data.mixing import mix_batch
-from effnet.data.sharding import plan
+from effnet.data.pipeline import diagnose
+from effnet.data.sharding import plan, plan_epochs
 from effnet.data.tfrecord import encode_record
 from effnet.errors import UserError
 
 BACKENDS = ["tfdata", "dali"]
 
 
-def prepare_and_index(src: Path, out: Path, train_shards=3, val_shards=2) -> tuple[Path, Path]:
+def prepare_records(src: Path, out: Path, train_shards=3, val_shards=2) -> Path:
     run_cli("prepare", "--source", "folders", "--input", str(src), "--output", str(out / "rec"),
             "--train-shards", str(train_shards), "--val-shards", str(val_shards), "--workers", "2", check=True)
-    run_cli("index", "--tfrecords", str(out / "rec"), "--output", str(out / "idx"), check=True)
-    return out / "rec", out / "idx"
+    return out / "rec"
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def data(tmp_path_factory):
     """60 training examples (labels 0-3 in uneven numbers) and 37 validation examples."""
     root = tmp_path_factory.mktemp("pipeline")
     make_folders(root / "src", train={"a": 20, "b": 10, "c": 18, "d": 12}, val={"a": 11, "b": 9, "c": 10, "d": 7})
-    return prepare_and_index(root / "src", root)
+    return prepare_records(root / "src", root)
 
 
 def collect(batches, real_only=True):
@@ -48,9 +49,9 @@ def collect(batches, real_only=True):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_eval_labels_equal_what_was_written_in_order(data, backend):
-    rec, idx = data
+    rec = data
     written = [e["label"] - 1 for e in read_split(rec, "validation")]
-    batches = build_dataset(rec, "validation", backend=backend, batch_size=8, image_size=32, index_dir=idx)
+    batches = build_dataset(rec, "validation", backend=backend, batch_size=8, image_size=32)
     labels, images = collect(batches)
     assert labels == written
     assert images.dtype == np.float32 and images.shape[1:] == (32, 32, 3)
@@ -60,9 +61,9 @@ def test_eval_labels_equal_what_was_written_in_order(data, backend):
 @pytest.mark.parametrize("world", [2, 3])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_eval_sees_every_example_exactly_once_across_ranks(data, backend, world):
-    rec, idx = data
+    rec = data
     written = [e["label"] - 1 for e in read_split(rec, "validation")]
-    per_rank = [build_dataset(rec, "validation", backend=backend, batch_size=8, image_size=32, index_dir=idx,
+    per_rank = [build_dataset(rec, "validation", backend=backend, batch_size=8, image_size=32,
                               rank=r, world_size=world) for r in range(world)]
     assert len({b.steps for b in per_rank}) == 1  # every rank runs the same number of batches
     combined = []
@@ -77,21 +78,58 @@ def test_eval_sees_every_example_exactly_once_across_ranks(data, backend, world)
     assert combined == written  # contiguous, disjoint, complete
 
 
+def digest(encoded) -> str:
+    return hashlib.sha256(encoded.numpy()).hexdigest()
+
+
+def test_training_ranks_are_disjoint_and_cover_the_data(data):
+    """By example identity: the record stream that both backends decode."""
+    rec = data
+    written = sorted(hashlib.sha256(e["encoded"]).hexdigest() for e in read_split(rec, "train"))
+    assert len(set(written)) == 60
+    for world in (2, 3):
+        for epoch in (0, 1):
+            seen = []
+            for rank in range(world):
+                plans = plan_epochs(rec, "train", training=True, batch_size=10, epochs=range(epoch, epoch + 1),
+                                    rank=rank, world_size=world, seed=5)
+                seen += [digest(e) for e, _, _ in tfdata.train_examples(plans, batch_size=10, seed=5,
+                                                                         first_epoch=epoch, rank=rank)]
+            assert sorted(seen) == written  # 60 = every example once (20 or 30 per rank: full batches)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_training_ranks_are_disjoint_and_cover_the_data(data, backend):
-    rec, idx = data
+def test_training_batches_carry_the_labels_of_their_records(data, backend):
+    rec = data
     written = Counter(e["label"] - 1 for e in read_split(rec, "train"))
-    ranks = [build_dataset(rec, "train", backend=backend, batch_size=10, image_size=32, index_dir=idx,
-                           rank=r, world_size=2, seed=5) for r in range(2)]
-    assert [b.steps for b in ranks] == [3, 3]
-    total = Counter()
-    for b in ranks:
-        total += Counter(collect(b)[0])
-    assert total == written  # 60 = 2 ranks x 3 batches x 10: every example once
+    ranks = [build_dataset(rec, "train", backend=backend, batch_size=10, image_size=32, rank=r, world_size=2,
+                           seed=5) for r in range(2)]
+    assert [len(b) for b in ranks] == [3, 3]
+    assert Counter(collect(ranks[0])[0]) + Counter(collect(ranks[1])[0]) == written
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_stream_spans_epochs_and_resumes_inside_one(data, backend):
+    """epochs=3 from epoch 1 is epoch 1, 2, 3 built alone; skip=k leaves out exactly k batches."""
+    rec = data
+    kwargs = dict(backend=backend, batch_size=10, image_size=32, seed=4)
+    stream = build_dataset(rec, "train", epoch=1, epochs=3, **kwargs)
+    assert (len(stream), stream.steps, stream.epochs) == (18, 6, 3)
+    labels, images = collect(stream)
+    alone = [collect(build_dataset(rec, "train", epoch=e, **kwargs)) for e in (1, 2, 3)]
+    assert labels == sum((a[0] for a in alone), [])
+    assert labels[:60] != labels[60:120]  # epochs differ
+    resumed_labels, resumed_images = collect(build_dataset(rec, "train", epoch=2, epochs=2, skip=4, **kwargs))
+    assert resumed_labels == labels[60 + 40:]
+    if backend == "tfdata":  # pixels too: crops, flips and augmentations are a function of (seed, epoch)
+        np.testing.assert_array_equal(images, np.concatenate([a[1] for a in alone]))
+        np.testing.assert_array_equal(resumed_images, images[100:])
+    with pytest.raises(UserError, match="skip 6: a resumed epoch has 6 batches"):
+        build_dataset(rec, "train", skip=6, **kwargs)
 
 
 def test_rank_plans_partition_the_records(data):
-    rec, _ = data
+    rec = data
     for epoch in range(3):
         plans = [plan(rec, "train", training=True, batch_size=4, rank=r, world_size=4, seed=1, epoch=epoch)
                  for r in range(4)]
@@ -103,7 +141,7 @@ def test_rank_plans_partition_the_records(data):
 
 
 def test_training_order_is_a_function_of_seed_and_epoch(data):
-    rec, idx = data
+    rec = data
     def run(seed, epoch):
         b = build_dataset(rec, "train", batch_size=10, image_size=32, seed=seed, epoch=epoch)
         labels, images = collect(b)
@@ -122,8 +160,8 @@ def test_flip_is_random(tmp_path, backend):
         (src / split / "ramp").mkdir(parents=True)
         for i in range(n):
             Image.fromarray(ramp).save(src / split / "ramp" / f"{i}.jpg", quality=95)
-    rec, idx = prepare_and_index(src, tmp_path, train_shards=2, val_shards=1)
-    _, images = collect(build_dataset(rec, "train", backend=backend, batch_size=20, image_size=32, index_dir=idx))
+    rec = prepare_records(src, tmp_path, train_shards=2, val_shards=1)
+    _, images = collect(build_dataset(rec, "train", backend=backend, batch_size=20, image_size=32))
     flipped = images[:, :, :8].mean(axis=(1, 2, 3)) > images[:, :, -8:].mean(axis=(1, 2, 3))
     assert 0.25 < flipped.mean() < 0.75, flipped.mean()  # about half, not all and not none
 
@@ -131,8 +169,8 @@ def test_flip_is_random(tmp_path, backend):
 @pytest.mark.parametrize("augment", ["autoaugment", "randaugment"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_augmentations_keep_dtype_shape_range_and_change_images(data, backend, augment):
-    rec, idx = data
-    kwargs = dict(backend=backend, batch_size=20, image_size=32, index_dir=idx, seed=3)
+    rec = data
+    kwargs = dict(backend=backend, batch_size=20, image_size=32, seed=3)
     plain = build_dataset(rec, "train", **kwargs)
     augmented = build_dataset(rec, "train", augment=augment, **kwargs)
     labels_a, images_a = collect(augmented)
@@ -165,44 +203,86 @@ def test_equalize_and_autocontrast_match_pil():
     np.testing.assert_array_equal(inverted, np.where(pixels < 128, pixels, 255 - pixels))
 
 
-def test_mixup_and_cutmix_make_consistent_soft_labels():
-    images = tf.stack([tf.fill([8, 8, 3], float(v)) for v in (0, 100, 200, 255)])
-    labels = tf.constant([0, 1, 2, 3])
-    same, onehot = mix_batch(images, labels, 4, tf.constant([0, 0]))
-    assert np.array_equal(same, images) and np.array_equal(onehot, np.eye(4))
+def test_mixup_and_cutmix_weigh_each_example_as_the_reference():
+    images = tf.stack([tf.fill([8, 8, 3], float(v)) for v in (0, 60, 100, 140, 200, 255)])
+    labels = tf.constant([0, 1, 2, 3, 4, 5])
+    means = images.numpy().mean(axis=(1, 2, 3))
+    same, onehot = mix_batch(images, labels, 6, tf.constant([0, 0]))
+    assert np.array_equal(same, images) and np.array_equal(onehot, np.eye(6))
+    partner = 5 - np.arange(6)
     for mixup_alpha, cutmix_alpha in ((0.2, 0.0), (0.0, 1.0), (0.2, 1.0)):
+        weights = []
         for s in range(5):
-            mixed, soft = mix_batch(images, labels, 4, tf.constant([s, 1]), mixup_alpha, cutmix_alpha)
-            soft = soft.numpy()
+            mixed, soft = (t.numpy() for t in mix_batch(images, labels, 6, tf.constant([s, 1]),
+                                                        mixup_alpha, cutmix_alpha))
             np.testing.assert_allclose(soft.sum(axis=1), 1, rtol=1e-6)
+            weight = soft[np.arange(6), np.arange(6)]
+            assert (weight >= 0.5 - 1e-6).all()  # max(lam, 1 - lam): each example stays dominant
             # The image is the same mixture of the two partners as its label.
-            partner = 3 - np.arange(4)
-            weight = soft[np.arange(4), np.arange(4)]
-            expected_mean = weight * images.numpy().mean(axis=(1, 2, 3)) + (1 - weight) * images.numpy().mean(
-                axis=(1, 2, 3))[partner]
-            np.testing.assert_allclose(mixed.numpy().mean(axis=(1, 2, 3)), expected_mean, rtol=1e-4, atol=1e-3)
+            np.testing.assert_allclose(mixed.mean(axis=(1, 2, 3)), weight * means + (1 - weight) * means[partner],
+                                       rtol=1e-4, atol=1e-3)
+            pasted = [np.isin(mixed[i], [images.numpy()[i, 0, 0, 0], images.numpy()[partner[i], 0, 0, 0]]).all()
+                      for i in range(6)]
+            if cutmix_alpha and not mixup_alpha:
+                assert all(pasted)  # cutmix copies pixels, never blends
+            if cutmix_alpha and mixup_alpha:  # half the batch each: cutmix first, mixup second
+                assert all(pasted[:3])
+                assert not any(pasted[3:][i] for i in range(3) if 0.5 < weight[3 + i] < 0.999)
+            weights.append(weight)
+        assert np.std(np.array(weights), axis=1).max() > 0.01  # drawn per example, not once per batch
 
 
-def test_missing_index_is_a_clear_error(data, tmp_path):
-    rec, idx = data
-    with pytest.raises(UserError, match=r"train-0000\d-of-00003\.idx: DALI index missing for .*rec/train-0000\d"):
-        build_dataset(rec, "train", backend="dali", batch_size=10, image_size=32, index_dir=tmp_path)
+def test_random_crop_covers_a_tenth_of_the_image_or_all_of_it():
+    shapes = [tf.constant([300, 400, 3]), tf.constant([2000, 20, 3])]  # the second defeats most windows
+    for shape in shapes:
+        areas = []
+        for s in range(200):
+            y, x, h, w = tfdata.random_crop_window(shape, tf.constant([s, 9])).numpy()
+            assert 0 <= y and y + h <= shape[0] and 0 <= x and x + w <= shape[1]
+            areas.append(h * w / (shape[0] * shape[1]).numpy())
+        assert min(areas) >= 0.1 - 0.01  # min_object_covered 0.1 of the whole-image box
+    assert max(areas) == 1.0  # the sampler falls back to the whole image, as the reference
+
+
+def test_read_error_diagnosis_is_bounded_and_says_so(data, tmp_path):
+    from tensorflow.core.example import example_pb2, feature_pb2
+    rec = data
+    clean = plan(rec, "validation", training=False, batch_size=8)
+    assert "a transient I/O error?" in diagnose(clean, 0, "read failed")
+    copy = copy_files(rec, tmp_path / "rec")
+    bad = example_pb2.Example(features=feature_pb2.Features(feature={
+        "image/encoded": feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[b"not an image"])),
+        "image/class/label": feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[1]))}))
+    shard = copy / "validation-00001-of-00002"
+    with open(shard, "ab") as f:
+        f.write(encode_record(bad.SerializeToString()))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    entry = manifest["splits"]["validation"]["shards"][1]
+    entry["examples"] += 1
+    entry["bytes"] = shard.stat().st_size
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    damaged = plan(copy, "validation", training=False, batch_size=8)
+    found = diagnose(damaged, 0, f"{shard}: Assert failed")
+    assert found.startswith(f"{shard} (record {entry['examples'] - 1} at byte offset")
+    assert "corrupt or unreadable image" in found
+    cut = diagnose(damaged, 0, "decode failed", seconds=0)
+    assert cut.startswith("decode failed (diagnosis cut short after 0 s and 1 records")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_truncated_shard_is_a_clear_error(data, tmp_path, backend):
-    rec, idx = data
+    rec = data
     copy = copy_files(rec, tmp_path / "rec")
     shard = copy / "validation-00001-of-00002"
     shard.write_bytes(shard.read_bytes()[:-10])
     with pytest.raises(UserError, match=r"validation-00001-of-00002: \d+ bytes but .*manifest.json records"):
-        build_dataset(copy, "validation", backend=backend, batch_size=8, image_size=32, index_dir=idx)
+        build_dataset(copy, "validation", backend=backend, batch_size=8, image_size=32)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_non_image_record_is_an_error_naming_the_shard(data, tmp_path, backend):
     from tensorflow.core.example import example_pb2, feature_pb2
-    rec, _ = data
+    rec = data
     copy = copy_files(rec, tmp_path / "rec")
     bad = example_pb2.Example(features=feature_pb2.Features(feature={
         "image/encoded": feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[b"this is not an image"])),
@@ -215,9 +295,7 @@ def test_non_image_record_is_an_error_naming_the_shard(data, tmp_path, backend):
     entry["examples"] += 1
     entry["bytes"] = shard.stat().st_size
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    run_cli("index", "--tfrecords", str(copy), "--output", str(tmp_path / "idx"), check=True)
-    last = sum(1 for _ in open(tmp_path / "idx" / "validation-00000-of-00002.idx")) - 1
+    last = entry["examples"] - 1
     with pytest.raises(UserError, match=rf"validation-00000-of-00002 \(record {last} at byte offset \d+\): "
                                         "corrupt or unreadable image"):
-        collect(build_dataset(copy, "validation", backend=backend, batch_size=8, image_size=32,
-                              index_dir=tmp_path / "idx"))
+        collect(build_dataset(copy, "validation", backend=backend, batch_size=8, image_size=32))

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO
-from datasets import jpeg_bytes, make_folders, manifest, read_split
+from datasets import jpeg_bytes, make_folders, manifest, read_shard, read_split
 from effnet.data.demo import write_demo
 
 
@@ -116,6 +116,29 @@ def test_imagenet_layout_with_csv_labels_and_synsets(cli, tmp_path):
     assert {e["filename"]: order[e["label"] - 1] for e in read_split(tmp_path / "out2", "validation")} == truth
 
 
+def test_synsets_file_gives_the_standard_class_ids_for_a_subset(cli, tmp_path):
+    """A partial ImageNet keeps the ids of the full one: position in the synsets file, not in the folders."""
+    src = tmp_path / "ILSVRC"
+    make_folders(src, train={"n03": 2, "n01": 2}, val={"n03": 1, "n01": 1})
+    synsets = tmp_path / "LOC_synset_mapping.txt"
+    synsets.write_text("n04 four\nn03 three\nn02 two\nn01 one\n")  # the file's order, not sorted
+    prepare(cli, src, tmp_path / "out", "--train-shards", "1", "--val-shards", "1", "--synsets", str(synsets),
+            source="imagenet")
+    m = manifest(tmp_path / "out")
+    assert m["num_classes"] == 4
+    assert [c["id"] for c in m["classes"]] == ["n04", "n03", "n02", "n01"]
+    for split in ("train", "validation"):
+        examples = read_split(tmp_path / "out", split)
+        assert {e["synset"]: e["label"] - 1 for e in examples} == {"n03": 1, "n01": 3}
+        assert {e["synset"]: e["text"] for e in examples} == {"n03": "three", "n01": "one"}
+
+    (src / "train/n09").mkdir()
+    (src / "train/n09/x.jpg").write_bytes(jpeg_bytes(5))
+    proc = prepare(cli, src, tmp_path / "out2", "--synsets", str(synsets), source="folders", check=False)
+    assert proc.returncode == 2
+    assert f"{src / 'train/n09'}: class 'n09' is not listed in {synsets}" in proc.stderr
+
+
 def test_imagenet_label_errors_name_the_image(cli, tmp_path):
     src = tmp_path / "src"
     make_folders(src, train={"n1": 2, "n2": 2}, val={})
@@ -129,7 +152,7 @@ def test_imagenet_label_errors_name_the_image(cli, tmp_path):
     (src / "LOC_val_solution.csv").write_text(
         "ImageId,PredictionString\nILSVRC2012_val_00000001,n1 1\nILSVRC2012_val_00000002,n9 1\n")
     proc = prepare(cli, src, tmp_path / "out", source="imagenet", check=False)
-    assert "ILSVRC2012_val_00000002.JPEG: label 'n9' is not among the training classes" in proc.stderr
+    assert "ILSVRC2012_val_00000002.JPEG: label 'n9' is not among the classes" in proc.stderr
 
 
 def test_empty_class_is_an_error(cli, tmp_path):
@@ -222,24 +245,83 @@ def test_existing_tfrecords_are_validated_not_rewritten(cli, tmp_path):
     assert "train-00001-of-00002: corrupt TFRecord at byte offset" in proc.stderr
 
 
-def test_tfds_source_from_a_local_data_dir(cli, tmp_path):
+def test_tfds_source_reads_local_data_only_and_shuffles_a_class_sorted_split(cli, tmp_path):
     import tensorflow_datasets as tfds
 
     rng = np.random.default_rng(0)
-    def split(n):
+    def split(n):  # class-sorted, as TFDS builds of class folders are
         images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-        labels = np.arange(n) % 3
-        return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+        return tf.data.Dataset.from_tensor_slices({"image": images, "label": np.arange(n) * 3 // n})
     tfds.dataset_builders.store_as_tfds_dataset(
         name="tiny_shapes", version="1.0.0", data_dir=str(tmp_path / "tfds"),
         features=tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(32, 32, 3)),
                                              "label": tfds.features.ClassLabel(names=["x", "y", "z"])}),
-        split_datasets={"train": split(9), "test": split(4)}, disable_shuffling=True)
-    builder = tfds.builder("tiny_shapes", data_dir=str(tmp_path / "tfds"))
-    assert builder.is_prepared()
-    proc = prepare(cli, tmp_path / "tfds", tmp_path / "out", "--tfds-name", "tiny_shapes",
-                   "--train-shards", "2", "--val-shards", "1", source="tfds", check=False)
-    assert proc.returncode == 0, proc.stderr
-    train = read_split(tmp_path / "out", "train")
-    assert Counter(e["text"] for e in train) == {"x": 3, "y": 3, "z": 3}
-    assert len(read_split(tmp_path / "out", "validation")) == 4
+        split_datasets={"train": split(24), "test": split(6)}, disable_shuffling=True)
+    orders = {}
+    for seed in ("0", "1"):
+        out = tmp_path / f"out{seed}"
+        proc = prepare(cli, tmp_path / "tfds", out, "--tfds-name", "tiny_shapes", "--train-shards", "2",
+                       "--val-shards", "1", "--seed", seed, source="tfds", check=False)
+        assert proc.returncode == 0, proc.stderr
+        train = read_split(out, "train")
+        assert Counter(e["text"] for e in train) == {"x": 8, "y": 8, "z": 8}
+        for shard in sorted(out.glob("train-*")):
+            assert len({e["text"] for e in read_shard(shard)}) == 3  # every shard mixes the classes
+        orders[seed] = [e["encoded"] for e in train]
+        assert len(read_split(out, "validation")) == 6
+    assert orders["0"] != orders["1"] and sorted(orders["0"]) == sorted(orders["1"])
+
+    proc = prepare(cli, tmp_path / "tfds", tmp_path / "missing", "--tfds-name", "mnist", source="tfds", check=False)
+    assert proc.returncode == 2
+    assert f"tfds dataset 'mnist' is not prepared in {tmp_path / 'tfds'} (this stage never downloads)" in proc.stderr
+    assert not (tmp_path / "tfds" / "mnist").exists()  # nothing downloaded or built
+
+
+def kill_busy_workers(out: Path, proc: subprocess.Popen, times: int) -> list[str]:
+    """SIGKILL the worker writing a shard (its temporary file names its pid) ``times`` times; the shards hit."""
+    killed, pids = [], set()
+    deadline = time.time() + 240
+    while len(killed) < times and proc.poll() is None and time.time() < deadline:
+        for tmp in out.glob(".*.tmp-*") if out.exists() else []:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+            if pid in pids:  # killed already; its file is not removed yet
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            pids.add(pid)
+            killed.append(tmp.name[1:].split(".tmp-")[0])
+            break
+        time.sleep(0.05)
+    return killed
+
+
+@pytest.mark.parametrize("kills", [1, 2])
+def test_a_dead_worker_is_retried_once_then_named(tmp_path, kills):
+    src = write_demo(tmp_path / "demo", train_per_class=6)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "effnet", "prepare", "--source", "folders", "--input", str(src),
+                             "--output", str(out), "--train-shards", "4", "--val-shards", "1", "--workers", "1"],
+                            cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killed = kill_busy_workers(out, proc, kills)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert len(killed) == kills and len(set(killed)) == 1, killed  # the retry runs the same shard first
+    shard = out / killed[0]
+    assert f"prepare: the worker writing {shard} was killed by SIGKILL (out of memory?); retrying the shard" in stdout
+    if kills == 1:
+        assert proc.returncode == 0, stderr
+        assert manifest(out)["splits"]["train"]["examples"] == 60
+    else:
+        assert proc.returncode == 2
+        assert f"{shard}: the worker writing this shard was killed by SIGKILL (out of memory?), 2 times" in stderr
+        assert not (out / "manifest.json").exists()
+    assert not list(out.glob(".*.tmp-*"))
+
+
+def test_default_worker_count_follows_the_cpus_and_memory_the_job_has():
+    script = ("import os; from effnet.resources import default_workers; os.sched_setaffinity(0, {0}); "
+              "print(default_workers(1), default_workers(1 << 60))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
+    assert proc.stdout.split() == ["1", "1"]  # one CPU bound; memory for less than one worker still gives one

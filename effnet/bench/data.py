@@ -4,7 +4,6 @@ seconds per shard against DALI's ``tfrecord2idx``.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -23,8 +22,10 @@ def run(args: argparse.Namespace) -> int:
     from effnet.bench.input import write_images
     from effnet.data.index import build_indexes
     from effnet.data.prepare import prepare
+    from effnet.data.prepare.write import WORKER_MEMORY
+    from effnet.resources import default_workers
 
-    workers = args.workers or os.cpu_count() or 1
+    workers = args.workers or default_workers(WORKER_MEMORY)
     work = Path(tempfile.mkdtemp(prefix="effnet-bench-data-"))
     write_images(work / "images", args.images)
     files = sorted(str(p) for p in (work / "images").rglob("*.jpg"))

@@ -1,7 +1,7 @@
 """Input-pipeline benchmark: CPU milliseconds per image and images/s of each training pipeline option.
 
 Writes realistic JPEGs (about 400x350 px, about 80 KB: smooth colour fields with texture and
-noise), prepares and indexes them, then measures, alternating in rounds: a straightforward
+noise), prepares them, then measures, alternating in rounds: a straightforward
 baseline (TFRecordDataset -> parse -> decode_and_crop_jpeg -> resize -> flip, parallel map),
 our tf.data path plain / with AutoAugment / with RandAugment, and DALI on the CPU.
 CPU time is the process's user+system time (all threads) per image delivered.
@@ -62,21 +62,19 @@ def measure(make) -> tuple[float, float]:
 
 def run(args: argparse.Namespace) -> int:
     from effnet.data import build_dataset
-    from effnet.data.index import build_indexes
     from effnet.data.prepare import prepare
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="effnet-bench-input-"))
     if not (work / "rec" / "manifest.json").exists():
         write_images(work / "images", args.images)
         prepare("folders", str(work / "images"), str(work / "rec"), train_shards=4, val_shards=1)
-        build_indexes(work / "rec", work / "idx")
     files = sorted(str(p) for p in (work / "rec").glob("train-*"))
     jpeg_kb = statistics.mean(p.stat().st_size for p in (work / "images" / "train").rglob("*.jpg")) / 1024
     size, batch = args.image_size, args.batch_size
 
     def ours(backend, augment=None):
         return lambda: build_dataset(work / "rec", "train", backend=backend, batch_size=batch, image_size=size,
-                                     index_dir=work / "idx", augment=augment, device_id=None)
+                                     augment=augment, device_id=None)
 
     options = {
         "baseline tf.data": lambda: baseline(files, batch, size),

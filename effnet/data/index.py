@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from effnet.atomic import write_json, write_text
-from effnet.data.prepare import MANIFEST
-from effnet.data.sources import SPLITS
+from effnet.data.records import MANIFEST, SPLITS
 from effnet.data.tfrecord import record_spans
 from effnet.errors import UserError
+from effnet.resources import available_cpus
 
 SUMMARY = "index.json"
 
@@ -87,7 +86,7 @@ def build_indexes(tfrecords: str | Path, output: str | Path, workers: int | None
     shards = list_shards(tfrecords)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(workers or min(8, available_cpus())) as pool:
         results = list(pool.map(lambda s: index_shard(s, out), shards))
     counts = {s.name: n for s, (n, _) in zip(shards, results)}
     manifest_path = Path(tfrecords) / MANIFEST

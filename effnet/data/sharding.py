@@ -11,14 +11,13 @@ of batches and pads its last ones, so each example is counted exactly once.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from effnet.data.prepare import MANIFEST
+from effnet.data.records import MANIFEST, load_manifest
 from effnet.errors import UserError
 
 SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "eval": "validation"}
@@ -63,9 +62,7 @@ def read_manifest(data_dir: str | Path, split: str) -> tuple[dict, list[Shard]]:
     """The manifest and the split's shards, checking each file exists with the recorded size."""
     data_dir = Path(data_dir)
     path = data_dir / MANIFEST
-    if not path.exists():
-        raise UserError(f"{path}: manifest not found (run `python -m effnet prepare` first)")
-    manifest = json.loads(path.read_text())
+    manifest = load_manifest(data_dir)
     try:
         entries = manifest["splits"][SPLIT_NAMES[split]]["shards"]
     except KeyError:
@@ -93,15 +90,15 @@ def _ranges(shards: list[Shard], start: int, stop: int) -> list[Span]:
     return spans
 
 
-def plan(data_dir: str | Path, split: str, *, training: bool, batch_size: int, rank: int = 0,
-         world_size: int = 1, seed: int = 0, epoch: int = 0) -> RankPlan:
-    """The records rank ``rank`` of ``world_size`` reads in ``epoch``."""
+def plan_epochs(data_dir: str | Path, split: str, *, training: bool, batch_size: int, epochs: range,
+                rank: int = 0, world_size: int = 1, seed: int = 0, max_steps: int | None = None) -> list[RankPlan]:
+    """The records rank ``rank`` of ``world_size`` reads in each of ``epochs`` (the manifest is read once).
+
+    Training epochs are cut to ``max_steps`` batches when it is given (and smaller).
+    """
     if not 0 <= rank < world_size:
         raise UserError(f"rank {rank} is not in [0, {world_size})")
     manifest, shards = read_manifest(data_dir, split)
-    if training:
-        order = np.random.default_rng(derive_seed(seed, epoch, 0x5EED)).permutation(len(shards))
-        shards = [shards[i] for i in order]
     total = sum(s.examples for s in shards)
     bounds = [total * r // world_size for r in range(world_size + 1)]
     sizes = [hi - lo for lo, hi in zip(bounds, bounds[1:])]
@@ -110,7 +107,22 @@ def plan(data_dir: str | Path, split: str, *, training: bool, batch_size: int, r
         if steps == 0:
             raise UserError(f"{data_dir}: {total} training examples over {world_size} ranks do not fill one "
                             f"batch of {batch_size} per rank")
+        steps = min(steps, max_steps or steps)
     else:
         steps = math.ceil(max(sizes) / batch_size)
-    return RankPlan(shards, _ranges(shards, bounds[rank], bounds[rank + 1]), sizes[rank], steps,
-                    manifest["label_offset"], manifest["num_classes"])
+    plans = []
+    for epoch in epochs:
+        files = shards
+        if training:
+            order = np.random.default_rng(derive_seed(seed, epoch, 0x5EED)).permutation(len(shards))
+            files = [shards[i] for i in order]
+        plans.append(RankPlan(files, _ranges(files, bounds[rank], bounds[rank + 1]), sizes[rank], steps,
+                              manifest["label_offset"], manifest["num_classes"]))
+    return plans
+
+
+def plan(data_dir: str | Path, split: str, *, training: bool, batch_size: int, rank: int = 0,
+         world_size: int = 1, seed: int = 0, epoch: int = 0) -> RankPlan:
+    """The records rank ``rank`` of ``world_size`` reads in ``epoch``."""
+    return plan_epochs(data_dir, split, training=training, batch_size=batch_size, epochs=range(epoch, epoch + 1),
+                       rank=rank, world_size=world_size, seed=seed)[0]

@@ -43,14 +43,21 @@ def encode_record(data: bytes) -> bytes:
     return length + FOOTER.pack(masked_crc(length)) + data + FOOTER.pack(masked_crc(data))
 
 
-def iter_records(path: str | Path, verify: bool = True) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(offset, data)`` for each record of a shard, raising CorruptShardError on damage."""
+def iter_records(path: str | Path, verify: bool = True, first: int = 0) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(offset, data)`` for each record of a shard from record ``first`` on, raising
+    CorruptShardError on damage; the records before ``first`` are stepped over by their headers."""
     with open(path, "rb") as f:
-        yield from _iter_stream(f, path, os.fstat(f.fileno()).st_size, verify)
+        yield from _iter_stream(f, path, os.fstat(f.fileno()).st_size, verify, first)
 
 
-def _iter_stream(f: BinaryIO, path: str | Path, size: int, verify: bool) -> Iterator[tuple[int, bytes]]:
+def _iter_stream(f: BinaryIO, path: str | Path, size: int, verify: bool, first: int) -> Iterator[tuple[int, bytes]]:
     offset = 0
+    for _ in range(first):
+        header = f.read(HEADER.size)
+        if len(header) < HEADER.size:
+            raise CorruptShardError(path, offset, f"truncated header ({len(header)} of {HEADER.size} bytes)")
+        offset += HEADER.size + HEADER.unpack(header)[0] + FOOTER.size
+        f.seek(offset)
     while offset < size:
         header = f.read(HEADER.size)
         if len(header) < HEADER.size:

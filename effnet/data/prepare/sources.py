@@ -13,8 +13,6 @@ from pathlib import Path
 from effnet.data.images import IMAGE_EXTENSIONS
 from effnet.errors import UserError
 
-SPLITS = ("train", "validation")
-
 
 @dataclass(frozen=True)
 class ClassInfo:
@@ -62,7 +60,7 @@ def _folder_split(root: Path, class_index: dict[str, int], ignored: list[str]) -
     examples = []
     for class_dir in _class_dirs(root):
         if class_dir.name not in class_index:
-            raise UserError(f"{class_dir}: class {class_dir.name!r} is not among the training classes")
+            raise UserError(f"{class_dir}: class {class_dir.name!r} is not among the classes")
         files = _image_files(class_dir, ignored)
         if not files:
             raise UserError(f"{class_dir}: empty class (no image files)")
@@ -70,32 +68,51 @@ def _folder_split(root: Path, class_index: dict[str, int], ignored: list[str]) -
     return examples
 
 
-def read_synsets(path: str | Path | None) -> dict[str, str]:
-    """Map wnid -> human-readable name from a LOC_synset_mapping.txt-style file (``wnid name...``)."""
-    if path is None:
-        return {}
-    names = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+def read_synsets(path: str | Path) -> list[ClassInfo]:
+    """The classes of a LOC_synset_mapping.txt-style file (``wnid name...`` per line), in file order."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the synsets file: {exc}") from None
+    classes, seen = [], {}
+    for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
             wnid, _, name = line.strip().partition(" ")
             if not name:
                 raise UserError(f"{path}:{number}: expected 'wnid name', got {line!r}")
-            names[wnid] = name.strip()
-    return names
+            if wnid in seen:
+                raise UserError(f"{path}:{number}: {wnid!r} is listed twice (first on line {seen[wnid]})")
+            seen[wnid] = number
+            classes.append(ClassInfo(wnid, name.strip()))
+    if not classes:
+        raise UserError(f"{path}: no classes in the synsets file")
+    return classes
 
 
 def _train_classes(root: str | Path, synsets: str | Path | None):
-    """train/ and val/ of ``root``, the classes (sorted train folders) and their index by id."""
+    """train/ and val/ of ``root``, the classes and their index by id.
+
+    With a synsets file the classes are its lines, in its order (the standard ImageNet order
+    for LOC_synset_mapping.txt, also when only some classes are present); without one, the
+    sorted train folders.
+    """
     root = Path(root)
     train = _require_dir(root / "train", "train")
     val = _require_dir(root / "val", "val")
-    names = read_synsets(synsets)
-    classes = [ClassInfo(d.name, names.get(d.name, d.name)) for d in _class_dirs(train)]
+    folders = _class_dirs(train)
+    if synsets is None:
+        classes = [ClassInfo(d.name, d.name) for d in folders]
+    else:
+        classes = read_synsets(synsets)
+        listed = {c.id for c in classes}
+        for d in folders:
+            if d.name not in listed:
+                raise UserError(f"{d}: class {d.name!r} is not listed in {synsets}")
     return train, val, classes, {c.id: i for i, c in enumerate(classes)}
 
 
 def list_folders(root: str | Path, synsets: str | Path | None = None) -> SourcePlan:
-    """``root/train/<class>/*`` and ``root/val/<class>/*``; classes are the sorted train folders."""
+    """``root/train/<class>/*`` and ``root/val/<class>/*``; classes: the synsets file, else the train folders."""
     train, val, classes, index = _train_classes(root, synsets)
     ignored: list[str] = []
     examples = {"train": _folder_split(train, index, ignored), "validation": _folder_split(val, index, ignored)}
@@ -129,7 +146,8 @@ def list_imagenet(root: str | Path, val_labels: str | Path | None = None,
                   synsets: str | Path | None = None) -> SourcePlan:
     """ILSVRC2012 raw layout: ``train/<wnid>/*.JPEG`` and a flat ``val/*.JPEG`` with a labels file.
 
-    Class index = position in the sorted wnids (the standard 1000-class order).
+    Class index = position in the synsets file, else in the sorted train wnids (the standard
+    1000-class order when all classes are present).
     A ``val/`` that already holds ``<wnid>/`` folders is read like the folders source.
     """
     root = Path(root)
@@ -147,7 +165,7 @@ def list_imagenet(root: str | Path, val_labels: str | Path | None = None,
         if wnid is None:
             raise UserError(f"{image}: validation image has no label in {val_labels or 'LOC_val_solution.csv'}")
         if wnid not in index:
-            raise UserError(f"{image}: label {wnid!r} is not among the training classes")
+            raise UserError(f"{image}: label {wnid!r} is not among the classes")
         val_examples.append((str(image), index[wnid]))
     if not val_examples:
         raise UserError(f"{val}: no validation images")

@@ -1,0 +1,98 @@
+"""AutoAugment (policy v0) and RandAugment for the DALI backend, meaning what the tf.data ops mean.
+
+DALI's automatic-augmentation library maps a magnitude bin ``b`` of ``n`` to
+``linspace(lo, hi, n)[b]``; with ``n = 11`` bins the bin is the reference's level (0-10).
+Each op below is set to the tf.data op's direction, range and rounding
+(``effnet.data.autoaugment.apply_op``), level by level:
+
+- Posterize keeps ``int(L/10 * 4)`` bits (DALI's parameter counts bits kept; 0 bits keeps
+  1, as TensorFlow's clamped shift does); Solarize inverts pixels >= ``int(L/10 * 256)``
+  (the reference's direction: a higher level inverts fewer pixels); SolarizeAdd adds
+  ``int(L/10 * 110)`` below 128.
+- Color, Contrast, Brightness, Sharpness: factor ``L/10 * 1.8 + 0.1``, never negated.
+- Rotate ``L/10 * 30`` degrees, Shear ``L/10 * 0.3``, Translate ``L/10 * constant`` px and
+  Cutout half-side ``int(L/10 * constant)`` px, with a random sign; geometric ops use
+  nearest-neighbour sampling and grey (128) fill, as the reference.
+- Equalize follows OpenCV's formula in DALI (PIL's in tf.data); pixels may differ by a few levels.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from effnet.data import autoaugment
+
+BINS = int(autoaugment.MAX_LEVEL) + 1
+
+
+def _truncate(magnitude) -> int:
+    """``int()`` of a level's argument, immune to linspace's rounding (3 * 11.0 = 32.99...)."""
+    return int(math.floor(float(magnitude) + 1e-6))
+
+
+def _posterize_mask(magnitude) -> np.ndarray:
+    bits = min(max(_truncate(magnitude), 1), 8)
+    return np.array(0xFF ^ ((1 << (8 - bits)) - 1), dtype=np.uint8)
+
+
+def dali_ops(constants: dict[str, int], image_size: int) -> dict:
+    """Every op of ``autoaugment.RANDAUGMENT_OPS`` as a DALI augmentation, by reference name."""
+    from nvidia.dali import fn
+    from nvidia.dali.auto_aug import augmentations as a
+    from nvidia.dali.auto_aug.core import augmentation
+
+    enhance = dict(mag_range=(-0.9, 0.9), randomly_negate=False)  # factor 1 + m: 0.1 ... 1.9
+
+    @augmentation(mag_range=(0, constants["cutout"]), randomly_negate=False,
+                  mag_to_param=lambda m: np.float32(_truncate(m)))
+    def cutout(data, pad):
+        centre = fn.random.uniform(values=[float(v) for v in range(image_size)], shape=[2])
+        return fn.erase(data, anchor=centre - pad, shape=fn.stack(pad, pad) * 2.0, axis_names="HW",
+                        fill_value=autoaugment.FILL)
+
+    ops = {
+        "AutoContrast": a.auto_contrast, "Equalize": a.equalize, "Invert": a.invert,
+        "Rotate": a.rotate.augmentation(mag_range=(0, 30)),
+        "ShearX": a.shear_x.augmentation(mag_range=(0, 0.3)),
+        "ShearY": a.shear_y.augmentation(mag_range=(0, 0.3)),
+        "TranslateX": a.translate_x_no_shape.augmentation(mag_range=(0, constants["translate"])),
+        "TranslateY": a.translate_y_no_shape.augmentation(mag_range=(0, constants["translate"])),
+        "Posterize": a.posterize.augmentation(mag_range=(0, 4), mag_to_param=_posterize_mask),
+        "Solarize": a.solarize.augmentation(mag_range=(0, 256), mag_to_param=lambda m: np.int32(_truncate(m))),
+        "SolarizeAdd": a.solarize_add.augmentation(mag_range=(0, 110), mag_to_param=lambda m: np.uint8(_truncate(m))),
+        "Color": a.color.augmentation(**enhance), "Contrast": a.contrast.augmentation(**enhance),
+        "Brightness": a.brightness.augmentation(**enhance), "Sharpness": a.sharpness.augmentation(**enhance),
+        "Cutout": cutout,
+    }
+    return ops
+
+
+def _affine_kwargs() -> dict:
+    from nvidia.dali import types
+
+    return dict(fill_value=autoaugment.FILL, interp_type=types.INTERP_NN)
+
+
+def auto_augment(images, image_size: int):
+    """AutoAugment policy v0 (``autoaugment.POLICY_V0``) with its 224 px pixel constants."""
+    from nvidia.dali.auto_aug import auto_augment as aa
+    from nvidia.dali.auto_aug.core import Policy
+
+    ops = dali_ops(autoaugment.AUTOAUGMENT_CONSTANTS, image_size)
+    sub_policies = [[(ops[name], probability, level) for name, probability, level in pair if probability > 0]
+                    for pair in autoaugment.POLICY_V0]
+    policy = Policy("policy_v0", num_magnitude_bins=BINS, sub_policies=sub_policies)
+    return aa.apply_auto_augment(policy, images, **_affine_kwargs())
+
+
+def rand_augment(images, image_size: int, layers: int = autoaugment.RANDAUGMENT_LAYERS,
+                 magnitude: int = autoaugment.RANDAUGMENT_MAGNITUDE, names=autoaugment.RANDAUGMENT_OPS):
+    """RandAugment: ``layers`` ops drawn from ``names`` (the reference's 16), each always applied at
+    ``magnitude`` of 10."""
+    from nvidia.dali.auto_aug import rand_augment as ra
+
+    ops = dali_ops(autoaugment.RANDAUGMENT_CONSTANTS, image_size)
+    affine = _affine_kwargs() if set(names) & {"Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"} else {}
+    return ra.apply_rand_augment([ops[name] for name in names], images, n=layers, m=magnitude,
+                                 num_magnitude_bins=BINS, **affine)

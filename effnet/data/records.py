@@ -1,0 +1,66 @@
+"""The shard format shared by the prepare stage (writer) and every reader.
+
+A prepared directory holds ``train-*`` / ``validation-*`` TFRecord shards of tf.train.Example
+records and a ``manifest.json`` (per-shard counts, bytes, sha256; classes; label offset).
+Keys follow Google's ImageNet converter: ``image/encoded`` (JPEG), ``image/format``,
+``image/class/label`` (int64, 1-based: class index + ``LABEL_OFFSET``), ``image/class/text``,
+``image/class/synset``, ``image/height``, ``image/width``, ``image/filename``,
+``image/colorspace``, ``image/channels``. Readers subtract the manifest's ``label_offset``
+(0 for existing 0-based shards).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from effnet.data.images import check_image
+from effnet.errors import UserError
+
+MANIFEST = "manifest.json"
+LABELS = "labels.txt"
+FORMAT = "effnet-tfrecords/1"
+LABEL_OFFSET = 1
+SPLITS = ("train", "validation")
+
+
+def load_manifest(data_dir: str | Path) -> dict:
+    """The manifest of a prepared directory; UserError naming the file when it is missing or unreadable."""
+    path = Path(data_dir) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: manifest not found (run `python -m effnet prepare` first)") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable manifest: {exc}") from None
+
+
+def encode_example(jpeg: bytes, height: int, width: int, label: int, class_id: str, class_name: str,
+                   filename: str) -> bytes:
+    """A serialized tf.train.Example for one RGB JPEG of class index ``label`` (stored + LABEL_OFFSET)."""
+    from tensorflow.core.example import example_pb2, feature_pb2
+
+    def b(v): return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[v]))
+    def i(v): return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[v]))
+
+    return example_pb2.Example(features=feature_pb2.Features(feature={
+        "image/encoded": b(jpeg), "image/format": b(b"JPEG"), "image/colorspace": b(b"RGB"),
+        "image/channels": i(3), "image/height": i(height), "image/width": i(width),
+        "image/class/label": i(label + LABEL_OFFSET), "image/class/text": b(class_name.encode()),
+        "image/class/synset": b(class_id.encode()), "image/filename": b(filename.encode()),
+    })).SerializeToString()
+
+
+def check_example(data: bytes, where: str):
+    """Parse a record as an Example with a label and a decodable image; UserError naming ``where`` otherwise."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.example import example_pb2
+
+    try:
+        feature = example_pb2.Example.FromString(data).features.feature
+    except DecodeError as exc:
+        raise UserError(f"{where}: not a tf.train.Example: {exc}") from None
+    for key in ("image/encoded", "image/class/label"):
+        if key not in feature:
+            raise UserError(f"{where}: missing key {key!r}")
+    check_image(feature["image/encoded"].bytes_list.value[0], where)
+    return feature

@@ -1,0 +1,56 @@
+"""What this process may use: the CPUs it is bound to and the memory it can still take.
+
+Under SLURM (cgroups, CPU binding) and containers these are smaller than the node's:
+``os.cpu_count()`` and /proc/meminfo's total describe the machine, not the job.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: the job's allocation under SLURM)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _cgroup_memory_left() -> int | None:
+    """Bytes left under this process's cgroup v2 memory limit, if it has one."""
+    try:
+        relative = Path("/proc/self/cgroup").read_text().splitlines()[0].split(":", 2)[2]
+        group = Path("/sys/fs/cgroup") / relative.lstrip("/")
+        limit = (group / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return int(limit) - int((group / "memory.current").read_text())
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: MemAvailable, capped by a cgroup limit; None if unknown."""
+    left = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                left.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    cgroup = _cgroup_memory_left()
+    if cgroup is not None:
+        left.append(cgroup)
+    return min(left) if left else None
+
+
+def default_workers(per_worker_bytes: int, limit: int | None = None) -> int:
+    """Worker processes to start: one per available CPU, no more than memory holds, at least one."""
+    workers = available_cpus()
+    memory = available_memory()
+    if memory is not None:
+        workers = min(workers, memory // per_worker_bytes)
+    if limit is not None:
+        workers = min(workers, limit)
+    return max(1, workers)
