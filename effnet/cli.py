@@ -13,7 +13,7 @@ import sys
 from effnet.errors import UserError
 
 # Modules that define a stage, in pipeline order.
-STAGES = ["effnet.doctor", "effnet.data.demo", "effnet.data.prepare", "effnet.data.index"]
+STAGES = ["effnet.doctor", "effnet.data.demo", "effnet.data.prepare", "effnet.data.index", "effnet.train"]
 
 
 def build_parser() -> argparse.ArgumentParser:

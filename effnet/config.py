@@ -71,6 +71,27 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
     return validate(config, str(path))
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.epochs=4", "model.image_size=64"]`` as a nested dict; values are parsed as YAML."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. train.epochs=4")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {exc}") from None
+        *parents, last = key.split(".")
+        node = overrides
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is also set to a value")
+        node[last] = value
+    return overrides
+
+
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

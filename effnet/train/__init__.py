@@ -1,0 +1,36 @@
+"""``python -m effnet train``: the reference recipe as a Horovod job that resumes where it was killed.
+
+Run it as one process, under ``horovodrun -np N -H localhost:N``, or one task per GPU under
+``srun`` (see ``effnet.train.ranks``). Writes to OUTPUT: ``config.yaml`` (the effective config),
+``train.dllog.json`` (dllogger records), ``tensorboard/``, ``checkpoints/`` (or
+``--checkpoint-dir``), and, when training is complete, ``model.keras``, ``ema.keras`` and last
+``train_summary.json`` (see ``effnet.runs``). Exit status 75 means "stopped by SIGTERM/SIGUSR1
+after writing a checkpoint: rerun to resume"; 2 is a configuration or data error.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_CONFIG = Path("config/config.yaml")
+
+
+def main(args: argparse.Namespace) -> int:
+    from effnet.config import load_config, parse_overrides
+    from effnet.train.loop import run
+
+    config = load_config(args.config, parse_overrides(args.set))
+    return run(config, args.data, args.output, args.checkpoint_dir)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train (or resume) a model with Horovod",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"YAML config (default {DEFAULT_CONFIG})")
+    p.add_argument("--data", required=True, help="prepared TFRecord directory (manifest.json, shards)")
+    p.add_argument("--output", required=True, help="run directory")
+    p.add_argument("--checkpoint-dir", help="checkpoints (default OUTPUT/checkpoints)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key by its dotted path, value as YAML (repeatable), "
+                        "e.g. --set train.epochs=4")
+    p.set_defaults(func=main)

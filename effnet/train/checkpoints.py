@@ -1,0 +1,99 @@
+"""Training checkpoints: every variable of the run, written atomically, newest valid one resumed.
+
+``DIR/ckpt-000012345/`` holds ``state.npz`` (model weights and RNG states, optimizer slots and
+loss scale, EMA weights, by variable path) and ``meta.json`` (global step, epoch, position in the
+epoch, data seed, arch, classes, image size, the sha256 of ``state.npz``). A checkpoint is written
+to a temporary directory and renamed when complete, so a kill never leaves a half-written one
+under a checkpoint name; a damaged one fails its checksum and the previous one is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from effnet.errors import UserError
+
+PREFIX = "ckpt-"
+STATE = "state.npz"
+META = "meta.json"
+# What must match for a checkpoint to be resumed by this run.
+IDENTITY = ("arch", "num_classes", "image_size")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save(directory: str | Path, arrays: dict[str, np.ndarray], meta: dict, keep: int) -> Path:
+    """Write checkpoint ``meta["step"]`` atomically; keep the newest ``keep``; return its directory."""
+    directory = Path(directory)
+    final = directory / f"{PREFIX}{meta['step']:09d}"
+    tmp = directory / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with open(tmp / STATE, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        meta = {**meta, "sha256": _sha256(tmp / STATE), "variables": len(arrays)}
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+        shutil.rmtree(final, ignore_errors=True)  # the same step saved again (a signal right after a save)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in checkpoints(directory)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def checkpoints(directory: str | Path) -> list[Path]:
+    """The checkpoint directories, oldest first (temporary ones never count)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob(f"{PREFIX}*") if p.is_dir() and p.name[len(PREFIX):].isdigit())
+
+
+def read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """The meta and arrays of one checkpoint; UserError if it is incomplete or damaged."""
+    try:
+        meta = json.loads((path / META).read_text())
+        if _sha256(path / STATE) != meta["sha256"]:
+            raise UserError(f"{path / STATE}: checksum mismatch (damaged)")
+        with np.load(path / STATE) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{path}: unreadable checkpoint: {exc}") from None
+    return meta, arrays
+
+
+def latest(directory: str | Path, identity: dict) -> tuple[dict, dict[str, np.ndarray]] | None:
+    """The newest valid checkpoint of ``directory`` (damaged ones reported and passed over), or None.
+
+    A checkpoint of another model (``IDENTITY`` keys differ from ``identity``) is refused.
+    """
+    for path in reversed(checkpoints(directory)):
+        try:
+            meta, arrays = read(path)
+        except UserError as exc:
+            warnings.warn(f"{exc}; resuming from the previous checkpoint", stacklevel=2)
+            continue
+        differs = {k: (meta.get(k), identity[k]) for k in IDENTITY if meta.get(k) != identity[k]}
+        if differs:
+            details = ", ".join(f"{k} {theirs!r} in the checkpoint, {ours!r} in this run"
+                                for k, (theirs, ours) in differs.items())
+            raise UserError(f"{path}: a checkpoint of another model ({details}); use another --checkpoint-dir "
+                            "or remove it")
+        return meta, arrays
+    return None

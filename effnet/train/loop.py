@@ -1,0 +1,361 @@
+"""The training loop: one Horovod rank's steps, checkpoints, signals, logs and final outputs.
+
+Every rank runs the same steps: a ``tf.function`` micro-step computes the loss on one batch and
+``hvd.DistributedGradientTape`` averages its gradients across ranks (passing the underlying
+tf.Variables: Horovod's Keras API does not average under Keras 3); every ``grad_accum_steps``
+micro-steps the optimizer applies their mean, the EMA moves, and the global step advances. The
+initial state is broadcast from rank 0. SIGTERM or SIGUSR1 (what SLURM sends before a time limit
+or preemption) stops every rank at the next step boundary; rank 0 writes a checkpoint and the
+process exits with EXIT_PREEMPTED, which the workflow treats as "rerun". A rerun resumes at the
+exact step: the input stream skips the batches consumed, and the learning rate, EMA, loss scale
+and RNG states continue from the checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from effnet import runs
+from effnet.atomic import atomic_open, write_json
+from effnet.data import build_dataset
+from effnet.data.mixing import mix_batch
+from effnet.data.records import load_manifest
+from effnet.dllog import DLLogger, Verbosity
+from effnet.errors import UserError
+from effnet.evaluation import evaluate, make_eval_step
+from effnet.train import checkpoints, recipe
+from effnet.train.ranks import World
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerun to resume
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGUSR1; a second signal while saving only sets it again."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._set)
+
+    def _set(self, signum, frame) -> None:
+        self.signal = signum
+
+
+def _named_variables(model, optimizer, ema, step) -> dict:
+    """Every variable of the run's state by a stable name (what a checkpoint holds)."""
+    named = {f"model/{v.path}": v for v in model.variables}
+    named.update({f"optimizer/{v.path}": v for v in optimizer.variables})
+    if ema is not None:
+        named.update({f"ema/{v.path}": a for v, a in zip(ema.sources, ema.averages)})
+    named["loop/step"] = step
+    if len(named) != len(model.variables) + len(optimizer.variables) + (len(ema.averages) if ema else 0) + 1:
+        raise RuntimeError("variable paths are not unique: a checkpoint could not tell them apart")
+    return named
+
+
+def _tf_variable(v):
+    return getattr(v, "value", v) if not isinstance(v, tf.Variable) else v
+
+
+def _restore(named: dict, arrays: dict, where: Path) -> None:
+    missing = sorted(set(named) - set(arrays))
+    unexpected = sorted(set(arrays) - set(named))
+    if missing or unexpected:
+        raise UserError(f"{where}: its variables differ from this run's (missing {missing[:3]}, unexpected "
+                        f"{unexpected[:3]}): another model or recipe")
+    for name, var in named.items():
+        if tuple(arrays[name].shape) != tuple(var.shape):
+            raise UserError(f"{where}: {name} has shape {arrays[name].shape}, this run's is {tuple(var.shape)}")
+        var.assign(arrays[name])
+
+
+def _save_model(model, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class Trainer:
+    """One rank's training run, from a validated config (see ``effnet.train.run``)."""
+
+    def __init__(self, config: dict, data_dir: str, output: Path, checkpoint_dir: Path, world: World,
+                 precision: recipe.Precision) -> None:
+        import horovod.tensorflow as hvd
+        import keras
+
+        from effnet.models import build_model, native_size
+
+        self.hvd, self.config, self.world, self.precision = hvd, config, world, precision
+        self.data_dir, self.output, self.checkpoint_dir = data_dir, output, checkpoint_dir
+        t, m = config["train"], config["model"]
+        self.t = t
+        manifest = load_manifest(data_dir)
+        self.num_classes = manifest["num_classes"]
+        self.image_size = m["image_size"] or native_size(m["arch"])
+        self.identity = {"arch": m["arch"], "num_classes": self.num_classes, "image_size": self.image_size}
+        self.accum = t["grad_accum_steps"]
+        self.global_batch = t["batch_size"] * world.size * self.accum
+        probe = self.batches(0, 1, 0)  # also checks that the data fills a batch on every rank
+        self.updates_per_epoch = probe.steps // self.accum
+        if self.updates_per_epoch == 0:
+            raise UserError(f"train.grad_accum_steps={self.accum}: an epoch has only {probe.steps} batches of "
+                            f"{t['batch_size']} per rank")
+        self.micro_per_epoch = self.updates_per_epoch * self.accum
+        self.total_updates = t["epochs"] * self.updates_per_epoch
+
+        keras.mixed_precision.set_global_policy(precision.policy)
+        self.model = build_model(m["arch"], num_classes=self.num_classes, image_size=self.image_size,
+                                 dropout=m["dropout"], drop_connect=m["drop_connect"], activation=m["activation"],
+                                 batch_norm=m["batch_norm"], weight_init=m["weight_init"])
+        self.trainable = list(self.model.trainable_variables)
+        self.optimizer = recipe.optimizer(t, precision.mixed_float16)
+        self.optimizer.build(self.trainable)
+        self.schedule = recipe.schedule(t, self.global_batch, self.updates_per_epoch)
+        self.ema = recipe.EMA(self.model, t["ema_decay"]) if t["ema_decay"] else None
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        self.accumulators = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False) for v in self.trainable]
+        self.kernels = recipe.decayed_kernels(self.model) if t["optimizer"] != "adamw" else []
+        self.loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=t["label_smoothing"])
+        self.compression = hvd.Compression.fp16 if precision.mixed_float16 else hvd.Compression.none
+        self.micro_step = tf.function(self._micro_step)
+        self.apply_step = tf.function(self._apply_step)
+        self.named = _named_variables(self.model, self.optimizer, self.ema, self.step)
+        self.saved_step: int | None = None
+
+    def batches(self, epoch: int, epochs: int, skip: int):
+        """The training stream of ``epochs`` epochs from ``epoch``, ``skip`` micro-batches consumed."""
+        t = self.t
+        return build_dataset(self.data_dir, "train", backend=self.config["data"]["backend"],
+                             batch_size=t["batch_size"], image_size=self.image_size, rank=self.world.rank,
+                             world_size=self.world.size, seed=t["seed"], epoch=epoch, epochs=epochs, skip=skip,
+                             steps_per_epoch=t["steps_per_epoch"] and t["steps_per_epoch"] * self.accum,
+                             augment=None if t["augment"] == "none" else t["augment"])
+
+    # ---- steps ------------------------------------------------------------------------------------
+
+    def _micro_step(self, images, labels, seed):
+        images, soft = mix_batch(images, labels, self.num_classes, seed, self.t["mixup_alpha"],
+                                 self.t["cutmix_alpha"])
+        with tf.GradientTape() as tape:
+            logits = tf.cast(self.model(images, training=True), tf.float32)
+            loss = self.loss_fn(soft, logits)
+            total = loss + recipe.l2_penalty(self.kernels, self.t["weight_decay"]) if self.kernels else loss
+            scaled = self.optimizer.scale_loss(total)  # loss-scaled under mixed_float16, else unchanged
+        tape = self.hvd.DistributedGradientTape(tape, compression=self.compression)
+        grads = tape.gradient(scaled, [v.value for v in self.trainable])
+        for accumulator, grad in zip(self.accumulators, grads):
+            accumulator.assign_add(tf.cast(grad, tf.float32))
+        hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
+        return loss, hits
+
+    def _apply_step(self):
+        self.optimizer.learning_rate = self.schedule(self.step)
+        grads = [a / self.accum for a in self.accumulators]
+        self.optimizer.apply_gradients(zip(grads, self.trainable))
+        for accumulator in self.accumulators:
+            accumulator.assign(tf.zeros_like(accumulator))
+        self.step.assign_add(1)
+        if self.ema is not None:
+            self.ema.update(self.step)
+
+    # ---- state --------------------------------------------------------------------------------------
+
+    def resume(self) -> dict | None:
+        """Load the newest valid checkpoint on rank 0 and broadcast the state; return its meta."""
+        meta = None
+        if self.world.chief:
+            found = checkpoints.latest(self.checkpoint_dir, self.identity)
+            if found:
+                meta, arrays = found
+                _restore(self.named, arrays, self.checkpoint_dir / f"{checkpoints.PREFIX}{meta['step']:09d}")
+        meta = self.hvd.broadcast_object(meta, root_rank=0, name="resume_meta")
+        self.hvd.broadcast_variables([_tf_variable(v) for v in self.named.values()], root_rank=0)
+        self.saved_step = meta["step"] if meta else None
+        return meta
+
+    def save(self, epoch: int, micro: int) -> None:
+        """Rank 0 writes a checkpoint of the state after ``micro`` micro-batches of ``epoch``."""
+        if self.world.chief:
+            arrays = {name: np.asarray(v.numpy() if hasattr(v, "numpy") else v) for name, v in self.named.items()}
+            meta = {"step": int(self.step.numpy()), "epoch": epoch, "micro_batch": micro, "seed": self.t["seed"],
+                    **self.identity, "world_size": self.world.size, "global_batch": self.global_batch}
+            checkpoints.save(self.checkpoint_dir, arrays, meta, self.t["keep_checkpoints"])
+        self.saved_step = int(self.step.numpy())
+
+    def agree_to_stop(self, flag: StopFlag) -> bool:
+        """Whether any rank was signalled (every rank gets the same answer)."""
+        mine = tf.constant(0 if flag.signal is None else 1, tf.int32)
+        return bool(self.hvd.allreduce(mine, op=self.hvd.Max, name="stop").numpy())
+
+
+def _log_start(log: DLLogger, trainer: Trainer, world: World) -> None:
+    t = trainer.t
+    log.log("PARAMETER", {"world_size": world.size, "global_batch": trainer.global_batch,
+                          "precision": trainer.precision.policy, "xla": trainer.precision.jit_compile,
+                          "updates_per_epoch": trainer.updates_per_epoch,
+                          "peak_lr": t["lr_init"] * trainer.global_batch / recipe.REFERENCE_BATCH,
+                          "config": trainer.config})
+    for metric, unit in (("loss", "nat"), ("top1", "fraction"), ("lr", None), ("img_per_sec", "images/s"),
+                         ("eval_loss", "nat"), ("eval_top1", "fraction"), ("eval_top5", "fraction")):
+        log.metadata(metric, {"unit": unit} if unit else {})
+
+
+def run(config: dict, data_dir: str, output: str | Path, checkpoint_dir: str | Path | None = None) -> int:
+    """Train (or resume) the run ``config`` on this rank; return the exit status (0 or EXIT_PREEMPTED)."""
+    return train(config, data_dir, output, checkpoint_dir)[0]
+
+
+def train(config: dict, data_dir: str, output: str | Path,
+          checkpoint_dir: str | Path | None = None) -> tuple[int, "Trainer"]:
+    """``run``, also returning the rank's Trainer (its model and state after the last step)."""
+    from effnet.train import ranks
+
+    world = ranks.init()
+    t = config["train"]
+    precision = recipe.precision(t, on_gpu=world.device != "CPU")
+    if t["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    tf.config.experimental.enable_tensor_float_32_execution(precision.tf32)
+    if precision.jit_compile:
+        tf.config.optimizer.set_jit("autoclustering")  # as the reference: XLA clusters, Horovod ops stay out
+    import keras
+    keras.utils.set_random_seed(t["seed"])
+    output = Path(output)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else output / runs.CHECKPOINTS
+    print(f"rank {world.rank}/{world.size} local_rank {world.local_rank}/{world.local_size} device {world.device} "
+          f"precision {precision.policy} xla {precision.jit_compile} tf32 {precision.tf32}", flush=True)
+    trainer = Trainer(config, data_dir, output, checkpoint_dir, world, precision)
+    log = DLLogger(output / runs.LOG if world.chief else None, stream=sys.stdout if world.chief else None,
+                   verbosity=Verbosity.VERBOSE if world.chief else Verbosity.OFF)
+    if world.chief:
+        output.mkdir(parents=True, exist_ok=True)
+        with atomic_open(output / runs.CONFIG, "w") as f:
+            yaml.safe_dump(config, f, sort_keys=False)
+        _log_start(log, trainer, world)
+    flag = StopFlag()
+    meta = trainer.resume()
+    epoch, micro = (meta["epoch"], meta["micro_batch"]) if meta else (0, 0)
+    if meta and world.chief:
+        log.log("PARAMETER", {"resumed_from_step": meta["step"], "epoch": epoch, "micro_batch": micro})
+    status = _train(trainer, log, flag, epoch, micro, world, meta)
+    log.close()
+    return status, trainer
+
+
+def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: int, world: World,
+           meta: dict | None) -> int:
+    from tqdm import tqdm
+
+    t = trainer.t
+    epochs = t["epochs"]
+    writer = tf.summary.create_file_writer(str(trainer.output / runs.TENSORBOARD)) if world.chief else None
+    eval_step = make_eval_step(trainer.model) if t["eval_every"] else None
+    start_wall, images_seen, eval_metrics = time.perf_counter(), 0, None
+    window = {"loss": 0.0, "hits": 0.0, "batches": 0, "start": time.perf_counter()}
+    last = {"loss": float("nan"), "top1": float("nan")}
+    bar = tqdm(total=(epochs * trainer.micro_per_epoch), initial=epoch * trainer.micro_per_epoch + micro,
+               unit="batch", disable=not (world.chief and sys.stdout.isatty()), dynamic_ncols=True)
+    if epoch < epochs:
+        stream = trainer.batches(epoch, epochs - epoch, micro)
+        seed_base = tf.constant([t["seed"], 0x7EA1], tf.int64)
+        for images, labels in stream:
+            seed = seed_base + tf.constant([0, 1], tf.int64) * (epoch * trainer.micro_per_epoch + micro)
+            loss, hits = trainer.micro_step(images, labels, seed)
+            micro += 1
+            images_seen += int(images.shape[0])
+            window["loss"] += loss
+            window["hits"] += hits
+            window["batches"] += 1
+            bar.update(1)
+            if micro % trainer.accum:
+                continue
+            trainer.apply_step()
+            step = int(trainer.step.numpy())
+            epoch_done = micro == trainer.micro_per_epoch
+            if step % t["log_every"] == 0 or epoch_done:
+                elapsed = time.perf_counter() - window["start"]
+                last = {"loss": float(window["loss"]) / window["batches"],
+                        "top1": float(window["hits"]) / (window["batches"] * t["batch_size"])}
+                values = {**last, "lr": float(trainer.schedule(step - 1)),
+                          "img_per_sec": window["batches"] * t["batch_size"] * world.size / max(elapsed, 1e-9)}
+                log.log((epoch, step), values)
+                if writer:
+                    with writer.as_default(step=step):
+                        for name, value in values.items():
+                            tf.summary.scalar(f"train/{name}", value)
+                window = {"loss": 0.0, "hits": 0.0, "batches": 0, "start": time.perf_counter()}
+            if epoch_done:
+                epoch, micro = epoch + 1, 0
+                if eval_step and (epoch % t["eval_every"] == 0 or epoch == epochs):
+                    eval_metrics = _evaluate(trainer, eval_step, world)
+                    log.log((epoch,), {f"eval_{k}": v for k, v in eval_metrics.items()})
+                    if writer:
+                        with writer.as_default(step=step):
+                            for name in ("loss", "top1", "top5"):
+                                tf.summary.scalar(f"eval/{name}", eval_metrics[name])
+            if flag.signal is not None or world.size > 1:
+                if trainer.agree_to_stop(flag):
+                    trainer.save(epoch, micro)
+                    log.log("PARAMETER", {"stopped_by_signal": flag.signal, "checkpoint_step": step})
+                    bar.close()
+                    return EXIT_PREEMPTED
+            every = t["checkpoint_every_steps"]
+            if (micro == 0 and epoch % t["checkpoint_every"] == 0) or (every and step % every == 0):
+                trainer.save(epoch, micro)
+    bar.close()
+    if trainer.saved_step != int(trainer.step.numpy()):  # the final state, resumable (and reusable) as it is
+        trainer.save(epoch, micro)
+    wall = time.perf_counter() - start_wall
+    rates = trainer.hvd.allgather_object(images_seen / max(wall, 1e-9), name="img_per_sec")
+    if world.chief:
+        _write_outputs(trainer, last, eval_metrics, rates, wall, meta)
+    return 0
+
+
+def _evaluate(trainer: Trainer, eval_step, world: World) -> dict:
+    """Validation metrics of the EMA weights (raw without EMA), every example once across ranks."""
+    batches = build_dataset(trainer.data_dir, "validation", backend=trainer.config["data"]["backend"],
+                            batch_size=trainer.config["eval"]["batch_size"], image_size=trainer.image_size,
+                            rank=world.rank, world_size=world.size)
+    if trainer.ema:
+        trainer.ema.swap()
+    try:
+        return evaluate(eval_step, batches, lambda x: trainer.hvd.allreduce(x, op=trainer.hvd.Sum, name="eval"))
+    finally:
+        if trainer.ema:
+            trainer.ema.swap()
+
+
+def _write_outputs(trainer: Trainer, last: dict, eval_metrics: dict | None, rates: list, wall: float,
+                   meta: dict | None) -> None:
+    """The declared outputs, summary last: raw model, EMA model, train_summary.json."""
+    out = trainer.output
+    _save_model(trainer.model, out / runs.RAW_MODEL)
+    if trainer.ema:
+        trainer.ema.swap()
+        _save_model(trainer.model, out / runs.EMA_MODEL)
+        trainer.ema.swap()
+    summary = {
+        "arch": trainer.identity["arch"], "num_classes": trainer.num_classes, "image_size": trainer.image_size,
+        "steps": int(trainer.step.numpy()), "epochs": trainer.t["epochs"], "global_batch": trainer.global_batch,
+        "world_size": trainer.world.size, "final_train_loss": last["loss"], "final_train_top1": last["top1"],
+        "eval": eval_metrics, "img_per_sec": sum(rates), "img_per_sec_per_rank": rates,
+        "wall_seconds": round(wall, 3), "precision": trainer.precision.policy,
+        "resumed_from_step": meta["step"] if meta else None,
+        "weights": {"raw": runs.RAW_MODEL, "ema": runs.EMA_MODEL if trainer.ema else None},
+    }
+    write_json(out / runs.SUMMARY, summary)
+    print(f"train: {out / runs.SUMMARY} ({summary['steps']} steps, "
+          f"{'eval top-1 %.3f' % eval_metrics['top1'] if eval_metrics else 'no evaluation'})")
+

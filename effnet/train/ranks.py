@@ -1,0 +1,80 @@
+"""Which rank this process is, under any launcher, and the device it trains on.
+
+One code path for every launcher: a single process, ``horovodrun`` (gloo or MPI), ``mpirun``,
+and SLURM's ``srun`` (an MPI-built Horovod reads PMIx/PMI; a gloo-only Horovod gets
+HOROVOD_* variables from ``slurm_gloo_environment`` and a rendezvous started by the job).
+A launcher that says there are N tasks while Horovod comes up with fewer is an error: a
+rank that silently trains alone is a known trap of the reference.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from effnet.errors import UserError
+
+# Variables that carry the world size, by launcher, in the order they are trusted.
+WORLD_SIZE_VARIABLES = ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_NTASKS")
+LOCAL_RANK_VARIABLES = ("HOROVOD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID")
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the ranks and what it trains on."""
+
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+    device: str
+
+    @property
+    def chief(self) -> bool:
+        return self.rank == 0
+
+
+def launcher_world_size(environ=os.environ) -> tuple[int, str] | None:
+    """The world size the launcher announced and the variable it came from, if any."""
+    for name in WORLD_SIZE_VARIABLES:
+        if environ.get(name, "").isdigit():
+            return int(environ[name]), name
+    return None
+
+
+def slurm_gloo_environment(environ=os.environ) -> dict[str, str]:
+    """HOROVOD_* variables for a gloo-only Horovod under ``srun``, from the task's SLURM variables.
+
+    The job must also export HOROVOD_GLOO_RENDEZVOUS_ADDR/PORT of a rendezvous it started.
+    """
+    nodes = int(environ["SLURM_NNODES"])
+    per_node = int(environ["SLURM_NTASKS"]) // nodes
+    return {
+        "HOROVOD_RANK": environ["SLURM_PROCID"], "HOROVOD_SIZE": environ["SLURM_NTASKS"],
+        "HOROVOD_LOCAL_RANK": environ["SLURM_LOCALID"], "HOROVOD_LOCAL_SIZE": str(per_node),
+        "HOROVOD_CROSS_RANK": environ["SLURM_NODEID"], "HOROVOD_CROSS_SIZE": str(nodes),
+        "HOROVOD_HOSTNAME": environ.get("SLURMD_NODENAME", "localhost"),
+        "HOROVOD_CONTROLLER": "gloo", "HOROVOD_CPU_OPERATIONS": "gloo",
+    }
+
+
+def init() -> World:
+    """Start Horovod, check that every announced rank joined, and pin this rank's GPU (local rank)."""
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+
+    if ("SLURM_PROCID" in os.environ and "HOROVOD_RANK" not in os.environ
+            and "HOROVOD_GLOO_RENDEZVOUS_ADDR" in os.environ):
+        os.environ.update(slurm_gloo_environment())
+    gpus = tf.config.list_physical_devices("GPU")
+    local_rank = next((int(os.environ[v]) for v in LOCAL_RANK_VARIABLES if v in os.environ), 0)
+    if gpus:  # before any op runs: one GPU per rank, chosen by the local rank
+        tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
+        tf.config.experimental.set_memory_growth(gpus[local_rank % len(gpus)], True)
+    hvd.init()
+    announced = launcher_world_size()
+    if announced and announced[0] != hvd.size():
+        raise UserError(f"{announced[1]}={announced[0]} but Horovod started {hvd.size()} rank(s): this process "
+                        "would train alone. Under srun use an MPI-built Horovod with --mpi=pmix (NGC containers), "
+                        "or a gloo rendezvous (HOROVOD_GLOO_RENDEZVOUS_ADDR/PORT); or launch with horovodrun")
+    device = f"GPU {local_rank % len(gpus)}" if gpus else "CPU"
+    return World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), device)

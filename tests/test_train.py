@@ -1,0 +1,209 @@
+"""The train stage: real Horovod ranks, real checkpoints, real signals, on a small demo dataset."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_cli
+from effnet.errors import UserError
+from effnet.train import checkpoints, recipe
+from effnet.train.loop import EXIT_PREEMPTED
+
+# B0 at 32 px, batch 8: 60 training images are 7 steps per epoch.
+FAST = ["--set", "model.image_size=32", "--set", "train.batch_size=8", "--set", "train.lr_init=0.05",
+        "--set", "train.lr_warmup_epochs=0", "--set", "train.log_every=1", "--set", "eval.batch_size=16"]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    run_cli("demo-data", "--output", str(root / "demo"), "--train-per-class", "6", "--val-per-class", "2",
+            check=True)
+    run_cli("prepare", "--source", "folders", "--input", str(root / "demo"), "--output", str(root / "rec"),
+            "--train-shards", "2", "--val-shards", "1", "--workers", "2", check=True)
+    return root / "rec"
+
+
+def train_args(records, out, *extra):
+    return [sys.executable, "-m", "effnet", "train", "--data", str(records), "--output", str(out), *FAST, *extra]
+
+
+def log_records(out: Path) -> list[dict]:
+    path = out / "train.dllog.json"
+    return [json.loads(line[5:]) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def step_losses(out: Path) -> list[float]:
+    return [r["data"]["loss"] for r in log_records(out) if r["type"] == "LOG" and isinstance(r["step"], list)
+            and len(r["step"]) == 2]
+
+
+def final_state(out: Path) -> dict:
+    return checkpoints.read(checkpoints.checkpoints(out / "checkpoints")[-1])[1]
+
+
+RANK_SCRIPT = """
+import sys, numpy as np
+from effnet.config import load_config, parse_overrides
+from effnet.train.loop import train
+config = load_config("config/config.yaml", parse_overrides(sys.argv[3:]))
+status, trainer = train(config, sys.argv[1], sys.argv[2])
+np.savez(f"{sys.argv[2]}/rank{trainer.world.rank}.npz", **{v.path: v.numpy() for v in trainer.model.variables})
+"""
+
+
+def test_two_gloo_ranks_end_with_identical_weights_and_the_loss_falls(records, tmp_path):
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    out = tmp_path / "run"
+    sets = [a for a in FAST if a != "--set"] + ["train.epochs=4", "train.batch_size=4", "train.eval_every=4",
+                                                 "model.batch_norm=sync"]
+    proc = subprocess.run([str(Path(sys.executable).with_name("horovodrun")), "--gloo", "-np", "2", "-H",
+                           "localhost:2", sys.executable, str(script), str(records), str(out), *sets],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "rank 0/2 local_rank 0/2 device CPU precision float32" in proc.stdout
+    assert "rank 1/2 local_rank 1/2 device CPU precision float32" in proc.stdout
+    ranks = [np.load(out / f"rank{r}.npz") for r in range(2)]
+    assert len(ranks[0].files) > 300
+    for name in ranks[0].files:
+        np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=name)
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert (summary["world_size"], summary["global_batch"], summary["steps"]) == (2, 8, 4 * 7)
+    assert len(summary["img_per_sec_per_rank"]) == 2 and summary["eval"]["examples"] == 20
+    losses = step_losses(out)
+    assert len(losses) == 28
+    assert np.mean(losses[-7:]) < np.mean(losses[:7])  # it learns
+
+
+def test_sigterm_then_resume_ends_with_the_weights_of_an_uninterrupted_run(records, tmp_path):
+    settings = ["--set", "train.epochs=2", "--set", "train.deterministic=true", "--set", "train.ema_decay=0.9",
+                "--set", "model.dropout=0.3"]
+    whole = subprocess.run(train_args(records, tmp_path / "whole", *settings), cwd=REPO, env=ENV,
+                           capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(train_args(records, out, *settings), cwd=REPO, env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while len(step_losses(out)) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_PREEMPTED, stderr[-3000:]
+    stopped_at = [r for r in log_records(out) if r.get("step") == "PARAMETER" and "checkpoint_step" in r["data"]]
+    step = stopped_at[0]["data"]["checkpoint_step"]
+    assert 3 <= step < 14  # inside the run, at a step boundary
+    assert not (out / "train_summary.json").exists()
+
+    resumed = subprocess.run(train_args(records, out, *settings), cwd=REPO, env=ENV, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resume = [r["data"] for r in log_records(out) if r.get("step") == "PARAMETER" and "resumed_from_step" in r["data"]]
+    assert resume == [{"resumed_from_step": step, "epoch": step // 7, "micro_batch": step % 7}]
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 14
+    a, b = final_state(tmp_path / "whole"), final_state(out)
+    assert sorted(a) == sorted(b) and any(k.startswith("ema/") for k in a)
+    for name in a:  # model, RNG states, optimizer slots, EMA: every tensor
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_sigkill_at_a_random_step_resumes_from_the_last_checkpoint_of_this_model(records, tmp_path):
+    out = tmp_path / "run"
+    settings = ["--set", "train.epochs=2", "--set", "train.checkpoint_every_steps=2"]
+    proc = subprocess.Popen(train_args(records, out, *settings), cwd=REPO, env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = int(np.random.default_rng().integers(3, 11))
+    deadline = time.time() + 300
+    while len(step_losses(out)) < target and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = [int(p.name[5:]) for p in checkpoints.checkpoints(out / "checkpoints")]
+    assert saved and all(s % 2 == 0 for s in saved) and len(saved) <= 3  # keep_checkpoints
+    resumed = subprocess.run(train_args(records, out, *settings), cwd=REPO, env=ENV, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resume = [r["data"] for r in log_records(out) if r.get("step") == "PARAMETER" and "resumed_from_step" in r["data"]]
+    assert resume[0]["resumed_from_step"] == max(saved)
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 14
+    assert (out / "model.keras").exists() and (out / "ema.keras").exists()
+    assert not list((out / "checkpoints").glob(".*"))  # no temporary checkpoint left
+    other = subprocess.run(train_args(records, out, "--set", "model.arch=efficientnet-b1"), cwd=REPO, env=ENV,
+                           capture_output=True, text=True, timeout=600)
+    assert other.returncode == 2
+    assert ("a checkpoint of another model (arch 'efficientnet-b0' in the checkpoint, 'efficientnet-b1' in this run)"
+            in other.stderr)
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    identity = {"arch": "efficientnet-b0", "num_classes": 10, "image_size": 32}
+    for step in (2, 4):
+        checkpoints.save(tmp_path, {"w": np.full(3, step, np.float32)}, {"step": step, **identity}, keep=3)
+    newest = tmp_path / "ckpt-000000004" / "state.npz"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=r"ckpt-000000004/state.npz: checksum mismatch \(damaged\); resuming from "
+                                         "the previous checkpoint"):
+        meta, arrays = checkpoints.latest(tmp_path, identity)
+    assert meta["step"] == 2 and arrays["w"].tolist() == [2, 2, 2]
+    with pytest.raises(UserError, match="arch 'efficientnet-b0' in the checkpoint, 'efficientnet-b1' in this run"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            checkpoints.latest(tmp_path, {**identity, "arch": "efficientnet-b1"})
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("train.bogus=1", "train: Additional properties are not allowed ('bogus' was unexpected)"),
+    ("train.epochs=many", "train.epochs: 'many' is not of type 'integer'"),
+    ("train.batch_size=1000", "60 training examples over 1 ranks do not fill one batch of 1000 per rank"),
+    ("train", "--set 'train': expected KEY=VALUE"),
+])
+def test_a_config_that_cannot_work_stops_before_training(records, tmp_path, setting, message):
+    proc = subprocess.run(train_args(records, tmp_path / "run", "--set", setting), cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_rank_that_would_train_alone_is_an_error(records, tmp_path):
+    env = {**ENV, "SLURM_NTASKS": "2", "SLURM_PROCID": "0"}
+    proc = subprocess.run(train_args(records, tmp_path / "run"), cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "SLURM_NTASKS=2 but Horovod started 1 rank(s): this process would train alone" in proc.stderr
+
+
+def test_learning_rate_warms_up_then_follows_the_cosine_to_zero():
+    train = {"lr_init": 0.005, "lr_warmup_epochs": 2, "epochs": 10, "lr_decay": "cosine", "lr_decay_rate": 0.97,
+             "lr_decay_epochs": 2.4}
+    lr = recipe.schedule(train, global_batch=1024, steps_per_epoch=100)
+    peak = 0.005 * 1024 / 128
+    np.testing.assert_allclose([float(lr(s)) for s in (0, 100, 200, 600, 1000)],
+                               [0, peak / 2, peak, peak / 2, 0], atol=1e-6)
+    exponential = recipe.schedule({**train, "lr_decay": "exponential"}, global_batch=128, steps_per_epoch=100)
+    np.testing.assert_allclose(float(exponential(200 + 240)), 0.005 * 0.97, rtol=1e-5)
+
+
+def test_ema_follows_the_reference_decay():
+    import keras
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    ema = recipe.EMA(model, 0.9999)
+    kernel = model.weights[0]
+    start = kernel.numpy().copy()
+    kernel.assign(start + 1.0)
+    ema.update(1)  # decay min(0.9999, 2 / 11)
+    np.testing.assert_allclose(ema.averages[0].numpy(), start + (1 - 2 / 11), rtol=1e-6)
+    ema.swap()
+    np.testing.assert_allclose(kernel.numpy(), start + (1 - 2 / 11), rtol=1e-6)
