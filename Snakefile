@@ -20,9 +20,11 @@ container: f"docker://{config['cluster']['container_image']}"
 
 
 include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
     input:
         index_summary,
+        train_summary,
     default_target: True

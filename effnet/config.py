@@ -7,6 +7,7 @@ the workflow accepts. Errors name the file, the key path and what was expected.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import yaml
 from effnet.errors import UserError
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
+SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(UserError):
@@ -82,6 +84,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML: {exc}") from None
+        if isinstance(value, str) and SCIENTIFIC.fullmatch(value):  # YAML 1.1 reads 5e-6 as a string
+            value = float(value)
         *parents, last = key.split(".")
         node = overrides
         for part in parents:

@@ -86,8 +86,12 @@ def test_initialisers_follow_the_reference_and_fan_in_is_selectable():
 
 def test_overrides_and_feature_extractor():
     model = build_model("efficientnet-b1", image_size=64, num_classes=5, dropout=0.5, drop_connect=0.0,
-                        activation="relu")
+                        activation="relu", bn_momentum=0.9)
     assert model.get_layer("top_dropout").rate == 0.5
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and {layer.momentum for layer in norms} == {0.9}
+    assert {layer.momentum for layer in build_model("efficientnet-b0", image_size=32).layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == {0.99}  # the reference's
     assert not [layer for layer in model.layers if layer.name.endswith("_drop")]
     assert model.get_layer("stem_activation").activation is keras.activations.relu
     features = build_model("efficientnet-b0", image_size=64, include_top=False)

@@ -244,26 +244,34 @@ def test_random_crop_covers_a_tenth_of_the_image_or_all_of_it():
     assert max(areas) == 1.0  # the sampler falls back to the whole image, as the reference
 
 
-def test_read_error_diagnosis_is_bounded_and_says_so(data, tmp_path):
+def append_non_image_record(rec: Path, copy: Path, shard_index: int) -> tuple[Path, int]:
+    """Copy the records to ``copy`` and append an Example whose image is not an image to one validation shard
+    (its manifest entry updated to match); return the shard and the new record's number."""
     from tensorflow.core.example import example_pb2, feature_pb2
-    rec = data
-    clean = plan(rec, "validation", training=False, batch_size=8)
-    assert "a transient I/O error?" in diagnose(clean, 0, "read failed")
-    copy = copy_files(rec, tmp_path / "rec")
+    copy_files(rec, copy)
     bad = example_pb2.Example(features=feature_pb2.Features(feature={
-        "image/encoded": feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[b"not an image"])),
+        "image/encoded": feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[b"this is not an image"])),
         "image/class/label": feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[1]))}))
-    shard = copy / "validation-00001-of-00002"
+    shard = copy / f"validation-{shard_index:05d}-of-00002"
     with open(shard, "ab") as f:
         f.write(encode_record(bad.SerializeToString()))
     manifest = json.loads((copy / "manifest.json").read_text())
-    entry = manifest["splits"]["validation"]["shards"][1]
+    entry = manifest["splits"]["validation"]["shards"][shard_index]
     entry["examples"] += 1
     entry["bytes"] = shard.stat().st_size
     (copy / "manifest.json").write_text(json.dumps(manifest))
+    return shard, entry["examples"] - 1
+
+
+def test_read_error_diagnosis_is_bounded_and_says_so(data, tmp_path):
+    rec = data
+    clean = plan(rec, "validation", training=False, batch_size=8)
+    assert "a transient I/O error?" in diagnose(clean, 0, "read failed")
+    copy = tmp_path / "rec"
+    shard, last = append_non_image_record(rec, copy, 1)
     damaged = plan(copy, "validation", training=False, batch_size=8)
     found = diagnose(damaged, 0, f"{shard}: Assert failed")
-    assert found.startswith(f"{shard} (record {entry['examples'] - 1} at byte offset")
+    assert found.startswith(f"{shard} (record {last} at byte offset")
     assert "corrupt or unreadable image" in found
     cut = diagnose(damaged, 0, "decode failed", seconds=0)
     assert cut.startswith("decode failed (diagnosis cut short after 0 s and 1 records")
@@ -281,21 +289,8 @@ def test_truncated_shard_is_a_clear_error(data, tmp_path, backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_non_image_record_is_an_error_naming_the_shard(data, tmp_path, backend):
-    from tensorflow.core.example import example_pb2, feature_pb2
-    rec = data
-    copy = copy_files(rec, tmp_path / "rec")
-    bad = example_pb2.Example(features=feature_pb2.Features(feature={
-        "image/encoded": feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[b"this is not an image"])),
-        "image/class/label": feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[1]))}))
-    shard = copy / "validation-00000-of-00002"
-    with open(shard, "ab") as f:
-        f.write(encode_record(bad.SerializeToString()))
-    manifest = json.loads((copy / "manifest.json").read_text())
-    entry = manifest["splits"]["validation"]["shards"][0]
-    entry["examples"] += 1
-    entry["bytes"] = shard.stat().st_size
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    last = entry["examples"] - 1
+    copy = tmp_path / "rec"
+    _, last = append_non_image_record(data, copy, 0)
     with pytest.raises(UserError, match=rf"validation-00000-of-00002 \(record {last} at byte offset \d+\): "
                                         "corrupt or unreadable image"):
         collect(build_dataset(copy, "validation", backend=backend, batch_size=8, image_size=32))

@@ -1,8 +1,8 @@
-"""``python -m effnet.bench {model,input,data}``: print benchmark figures."""
+"""``python -m effnet.bench {model,input,data,train}``: print benchmark figures."""
 import argparse
 import sys
 
-from effnet.bench import data, model
+from effnet.bench import data, model, train
 from effnet.bench import input as input_bench
 
 
@@ -12,6 +12,7 @@ def main(argv=None) -> int:
     model.register(sub)
     input_bench.register(sub)
     data.register(sub)
+    train.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -11,6 +11,8 @@ error instead of aborting the process. Augmentations: ``effnet.data.dali_augment
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import tensorflow as tf
 
 from effnet.data import dali_augment, tfdata
@@ -89,7 +91,7 @@ def build(plans: list[RankPlan], *, training: bool, batch_size: int, image_size:
     try:
         pipe.build()
     except RuntimeError as exc:
-        raise UserError(f"DALI pipeline for {plan.spans[0].path} ...: {exc}") from exc
+        raise UserError(f"DALI pipeline over the shards in {Path(plan.files[0].path).parent}: {exc}") from exc
     with tf.device("/cpu:0" if device_id is None else f"/gpu:{device_id}"):
         ds = DALIDatasetWithInputs(
             pipeline=pipe, input_datasets={INPUT: Input(examples, batch=False)}, batch_size=batch_size,

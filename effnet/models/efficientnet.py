@@ -107,10 +107,11 @@ class BlockOptions:
     activation: str
     batch_norm: str
     weight_init: str
+    bn_momentum: float
 
 
 def _bn(opts: BlockOptions, name: str) -> layers.Layer:
-    return batch_norm_layer(opts.batch_norm, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+    return batch_norm_layer(opts.batch_norm, momentum=opts.bn_momentum, epsilon=BN_EPSILON, name=name)
 
 
 def _conv(filters: int, kernel: int, opts: BlockOptions, name: str, strides: int = 1) -> layers.Layer:
@@ -171,16 +172,18 @@ def scaled_stages(variant: Variant) -> list[BlockStage]:
 def efficientnet(variant: Variant, *, name: str, num_classes: int = 1000, image_size: int | None = None,
                  include_top: bool = True, pooling: str | None = None, dropout: float | None = None,
                  drop_connect: float = 0.2, activation: str = "swish", batch_norm: str = "plain",
-                 weight_init: str = "fan_out") -> keras.Model:
+                 weight_init: str = "fan_out", bn_momentum: float = BN_MOMENTUM) -> keras.Model:
     """Build one EfficientNet variant.
 
     ``image_size=None`` uses the variant's native resolution; ``dropout=None`` its dropout.
     ``include_top=False`` returns the final feature map (or its ``pooling`` "avg"/"max").
     ``batch_norm`` is "plain" or "sync" (Horovod cross-rank statistics); ``weight_init``
-    is the VarianceScaling mode, "fan_out" (reference) or "fan_in".
+    is the VarianceScaling mode, "fan_out" (reference) or "fan_in". ``bn_momentum`` (0.99, the
+    reference) sets how fast the batch-norm statistics move: a short run needs a smaller one, as the
+    moving variance keeps ``bn_momentum ** steps`` of its initial 1.0.
     """
     size = image_size or variant.resolution
-    opts = BlockOptions(activation, batch_norm, weight_init)
+    opts = BlockOptions(activation, batch_norm, weight_init, bn_momentum)
     inputs = keras.Input((size, size, 3), name="images")
     x = layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD], name="normalize")(inputs)
     x = conv_bn_act(x, round_filters(STEM_FILTERS, variant.width), 3, opts, "stem", strides=2)

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 import yaml
@@ -61,8 +62,9 @@ def _named_variables(model, optimizer, ema, step) -> dict:
     return named
 
 
-def _tf_variable(v):
-    return getattr(v, "value", v) if not isinstance(v, tf.Variable) else v
+def _tf_variable(v) -> tf.Variable:
+    """The tf.Variable behind a Keras variable (what Horovod's broadcast needs)."""
+    return v if isinstance(v, tf.Variable) else v.value
 
 
 def _restore(named: dict, arrays: dict, where: Path) -> None:
@@ -92,7 +94,6 @@ class Trainer:
     def __init__(self, config: dict, data_dir: str, output: Path, checkpoint_dir: Path, world: World,
                  precision: recipe.Precision) -> None:
         import horovod.tensorflow as hvd
-        import keras
 
         from effnet.models import build_model, native_size
 
@@ -117,7 +118,8 @@ class Trainer:
         keras.mixed_precision.set_global_policy(precision.policy)
         self.model = build_model(m["arch"], num_classes=self.num_classes, image_size=self.image_size,
                                  dropout=m["dropout"], drop_connect=m["drop_connect"], activation=m["activation"],
-                                 batch_norm=m["batch_norm"], weight_init=m["weight_init"])
+                                 batch_norm=m["batch_norm"], weight_init=m["weight_init"],
+                                 bn_momentum=m["bn_momentum"])
         self.trainable = list(self.model.trainable_variables)
         self.optimizer = recipe.optimizer(t, precision.mixed_float16)
         self.optimizer.build(self.trainable)
@@ -187,7 +189,7 @@ class Trainer:
     def save(self, epoch: int, micro: int) -> None:
         """Rank 0 writes a checkpoint of the state after ``micro`` micro-batches of ``epoch``."""
         if self.world.chief:
-            arrays = {name: np.asarray(v.numpy() if hasattr(v, "numpy") else v) for name, v in self.named.items()}
+            arrays = {name: np.asarray(v.numpy()) for name, v in self.named.items()}
             meta = {"step": int(self.step.numpy()), "epoch": epoch, "micro_batch": micro, "seed": self.t["seed"],
                     **self.identity, "world_size": self.world.size, "global_batch": self.global_batch}
             checkpoints.save(self.checkpoint_dir, arrays, meta, self.t["keep_checkpoints"])
@@ -229,7 +231,6 @@ def train(config: dict, data_dir: str, output: str | Path,
     tf.config.experimental.enable_tensor_float_32_execution(precision.tf32)
     if precision.jit_compile:
         tf.config.optimizer.set_jit("autoclustering")  # as the reference: XLA clusters, Horovod ops stay out
-    import keras
     keras.utils.set_random_seed(t["seed"])
     output = Path(output)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else output / runs.CHECKPOINTS
@@ -304,6 +305,7 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
                         with writer.as_default(step=step):
                             for name in ("loss", "top1", "top5"):
                                 tf.summary.scalar(f"eval/{name}", eval_metrics[name])
+                    window["start"] = time.perf_counter()  # the next img/s excludes the evaluation
             if flag.signal is not None or world.size > 1:
                 if trainer.agree_to_stop(flag):
                     trainer.save(epoch, micro)

@@ -1,5 +1,8 @@
 # Configuration checks and the paths every rule shares.
+import shlex
 from pathlib import Path
+
+import yaml
 
 from snakemake.utils import validate
 
@@ -12,6 +15,8 @@ DATA = config["data"]
 demo_images = str(RUN_DIR / "demo-images")
 records_manifest = str(RUN_DIR / "tfrecords" / "manifest.json")
 index_summary = str(RUN_DIR / "dali-index" / "index.json")
+train_model = str(RUN_DIR / "train" / "model.keras")
+train_summary = str(RUN_DIR / "train" / "train_summary.json")
 logs = str(RUN_DIR / "logs")
 
 
@@ -43,3 +48,12 @@ def prepare_options(wildcards):
     if DATA["skip_corrupt"]:
         options.append("--skip-corrupt")
     return " ".join(options)
+
+
+def config_overrides(*sections):
+    """`--set SECTION=<json>` for each config section: the stage runs with exactly this workflow's
+    (validated, defaults filled) values, and a changed value changes the params, so the rule reruns."""
+    def flow(section):  # one-line YAML: JSON's 5e-06 would read back as a string in YAML 1.1
+        return yaml.safe_dump(config[section], default_flow_style=True, width=1 << 20).strip()
+
+    return " ".join(f"--set {section}={shlex.quote(flow(section))}" for section in sections)

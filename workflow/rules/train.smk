@@ -1,0 +1,22 @@
+# Training: one Horovod job that resumes from its checkpoints. Only the final model and the summary
+# (written last) are declared outputs: the checkpoints live outside them, because Snakemake deletes
+# the outputs of a failed job, and a job stopped by a time limit (exit status 75, after writing a
+# checkpoint) must keep them for the retry (`--retries`) that resumes it.
+
+
+rule train:
+    input:
+        records=records_manifest,
+        index=index_summary,  # every record's CRCs checked before a GPU hour is spent
+    output:
+        model=train_model,
+        summary=train_summary,
+    params:
+        records=lambda wildcards, input: str(Path(input.records).parent),
+        out=parent_of_output,
+        config=config_overrides("data", "model", "train", "eval"),
+    threads: workflow.cores
+    log:
+        f"{logs}/train.log",
+    shell:
+        "python -m effnet train --data {params.records} --output {params.out} {params.config} > {log} 2>&1"
