@@ -8,7 +8,6 @@ from effnet.data import autoaugment, dali_augment
 SIZE = 40
 # Pixel constants small enough that translations and cutouts stay visible on a 40 px image.
 CONSTANTS = {"translate": 12, "cutout": 8}
-SIGNED = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
 
 
 def fixed_image() -> np.ndarray:
@@ -26,7 +25,7 @@ def dali_apply(name: str, level: int, image: np.ndarray, count: int = 4) -> list
     @pipeline_def(batch_size=count, num_threads=1, device_id=None, seed=7)
     def pipe():
         images = fn.external_source(source=lambda: [image] * count, layout="HWC", dtype=types.UINT8)
-        kwargs = dali_augment._affine_kwargs() if name in SIGNED else {}
+        kwargs = dali_augment.affine_kwargs() if name in dali_augment.GEOMETRIC else {}
         return dali_augment.dali_ops(CONSTANTS, SIZE)[name](images, magnitude_bin=level,
                                                              num_magnitude_bins=dali_augment.BINS, **kwargs)
 
@@ -53,7 +52,7 @@ def test_dali_op_equals_tfdata_op_at_every_level(name):
     image = fixed_image()
     for level in (0, 2, 6, 10):
         # tf.data draws the sign of signed ops from the seed: compare against both signs.
-        references = [tf_apply(name, level, image, seed) for seed in range(8 if name in SIGNED else 1)]
+        references = [tf_apply(name, level, image, seed) for seed in range(8 if name in dali_augment.GEOMETRIC else 1)]
         for out in dali_apply(name, level, image):
             error = min(np.abs(out.astype(int) - ref.astype(int)).mean() for ref in references)
             assert error <= TOLERANCE[name], f"{name} level {level}: mean |DALI - tf.data| = {error:.2f}"

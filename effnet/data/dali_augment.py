@@ -24,6 +24,7 @@ import numpy as np
 from effnet.data import autoaugment
 
 BINS = int(autoaugment.MAX_LEVEL) + 1
+GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")  # take affine_kwargs()
 
 
 def _truncate(magnitude) -> int:
@@ -68,7 +69,8 @@ def dali_ops(constants: dict[str, int], image_size: int) -> dict:
     return ops
 
 
-def _affine_kwargs() -> dict:
+def affine_kwargs() -> dict:
+    """Fill and interpolation of the GEOMETRIC ops: the reference's grey fill and nearest neighbour."""
     from nvidia.dali import types
 
     return dict(fill_value=autoaugment.FILL, interp_type=types.INTERP_NN)
@@ -83,7 +85,7 @@ def auto_augment(images, image_size: int):
     sub_policies = [[(ops[name], probability, level) for name, probability, level in pair if probability > 0]
                     for pair in autoaugment.POLICY_V0]
     policy = Policy("policy_v0", num_magnitude_bins=BINS, sub_policies=sub_policies)
-    return aa.apply_auto_augment(policy, images, **_affine_kwargs())
+    return aa.apply_auto_augment(policy, images, **affine_kwargs())
 
 
 def rand_augment(images, image_size: int, layers: int = autoaugment.RANDAUGMENT_LAYERS,
@@ -93,6 +95,6 @@ def rand_augment(images, image_size: int, layers: int = autoaugment.RANDAUGMENT_
     from nvidia.dali.auto_aug import rand_augment as ra
 
     ops = dali_ops(autoaugment.RANDAUGMENT_CONSTANTS, image_size)
-    affine = _affine_kwargs() if set(names) & {"Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"} else {}
+    affine = affine_kwargs() if set(names) & set(GEOMETRIC) else {}
     return ra.apply_rand_augment([ops[name] for name in names], images, n=layers, m=magnitude,
                                  num_magnitude_bins=BINS, **affine)

@@ -124,8 +124,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tfds-name", help="tfds: dataset name (and config/version), e.g. imagenette/320px-v2")
     p.add_argument("--train-shards", type=int, default=1024, help="number of training shards (default 1024)")
     p.add_argument("--val-shards", type=int, default=128, help="number of validation shards (default 128)")
-    p.add_argument("--workers", type=int, default=None, help="parallel shard writers (default: the CPUs this process may "
-                                                               "use, at most one per GiB of available memory)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel shard writers (default: the CPUs this process may use, at most one per GiB of "
+                        "available memory)")
     p.add_argument("--seed", type=int, default=0, help="seed of the deterministic shuffle (default 0)")
     p.add_argument("--skip-corrupt", action="store_true",
                    help="record unreadable images in the manifest and go on, instead of failing")
