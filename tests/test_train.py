@@ -163,6 +163,17 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
             checkpoints.latest(tmp_path, {**identity, "arch": "efficientnet-b1"})
 
 
+def test_gradient_accumulation_applies_one_update_per_n_batches(records, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(train_args(records, out, "--set", "train.epochs=1", "--set", "train.grad_accum_steps=2"),
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert (summary["steps"], summary["global_batch"]) == (3, 16)  # 7 batches of 8: 3 updates of 2 batches
+    assert [r["step"] for r in log_records(out) if r["type"] == "LOG" and len(r.get("step", [])) == 2] == [
+        [0, 1], [0, 2], [0, 3]]
+
+
 @pytest.mark.parametrize("setting, message", [
     ("train.bogus=1", "train: Additional properties are not allowed ('bogus' was unexpected)"),
     ("train.epochs=many", "train.epochs: 'many' is not of type 'integer'"),
