@@ -124,10 +124,9 @@ def _gpu_device_id() -> int | None:
 
 
 def build_dataset(data_dir: str | Path, split: str, *, backend: str = "tfdata", batch_size: int, image_size: int,
-                  index_dir: str | Path | None = None, rank: int = 0, world_size: int = 1, seed: int = 0,
-                  epoch: int = 0, epochs: int = 1, skip: int = 0, steps_per_epoch: int | None = None,
-                  augment: str | None = None,
-                  training: bool | None = None, device_id: int | None | str = "auto") -> Batches:
+                  rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0, epochs: int = 1, skip: int = 0,
+                  steps_per_epoch: int | None = None, augment: str | None = None, training: bool | None = None,
+                  device_id: int | None | str = "auto") -> Batches:
     """Batches of ``split`` ("train" or "validation") from the shards in ``data_dir`` for ``rank``.
 
     ``training`` defaults to ``split == "train"``: random-resized crop, random flip and
