@@ -9,6 +9,15 @@ import os
 from pathlib import Path
 
 
+# Variables that carry the node-local rank, by launcher (Horovod, Open MPI, MPICH/Intel MPI, SLURM).
+LOCAL_RANK_VARIABLES = ("HOROVOD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID")
+
+
+def local_rank() -> int:
+    """This process's rank on its node, as the launcher announced it (0 when launched alone): picks its GPU."""
+    return next((int(os.environ[v]) for v in LOCAL_RANK_VARIABLES if v in os.environ), 0)
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (its affinity mask: the job's allocation under SLURM)."""
     try:

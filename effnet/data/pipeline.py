@@ -1,7 +1,6 @@
 """``build_dataset``: training or evaluation batches for one Horovod rank, from either backend."""
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from effnet.data import sharding
 from effnet.data.records import check_example
 from effnet.data.tfrecord import iter_records
 from effnet.errors import UserError
+from effnet.resources import local_rank
 
 BACKENDS = ("tfdata", "dali")
 AUGMENTS = (None, "autoaugment", "randaugment")
@@ -115,12 +115,7 @@ def diagnose(plan: sharding.RankPlan, position: int, error: str, seconds: float 
 def _gpu_device_id() -> int | None:
     """The rank's local GPU when there is one (Horovod/SLURM local rank), else None (CPU mode)."""
     gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return None
-    for var in ("HOROVOD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"):
-        if var in os.environ:
-            return int(os.environ[var]) % len(gpus)
-    return 0
+    return local_rank() % len(gpus) if gpus else None
 
 
 def build_dataset(data_dir: str | Path, split: str, *, backend: str = "tfdata", batch_size: int, image_size: int,

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from effnet import resources
 from effnet.errors import UserError
 
 # Variables that carry the world size, by launcher, in the order they are trusted.
 WORLD_SIZE_VARIABLES = ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_NTASKS")
-LOCAL_RANK_VARIABLES = ("HOROVOD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def init() -> World:
             and "HOROVOD_GLOO_RENDEZVOUS_ADDR" in os.environ):
         os.environ.update(slurm_gloo_environment())
     gpus = tf.config.list_physical_devices("GPU")
-    local_rank = next((int(os.environ[v]) for v in LOCAL_RANK_VARIABLES if v in os.environ), 0)
+    local_rank = resources.local_rank()
     if gpus:  # before any op runs: one GPU per rank, chosen by the local rank
         tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
         tf.config.experimental.set_memory_growth(gpus[local_rank % len(gpus)], True)
