@@ -13,7 +13,8 @@ import sys
 from effnet.errors import UserError
 
 # Modules that define a stage, in pipeline order.
-STAGES = ["effnet.doctor", "effnet.data.demo", "effnet.data.prepare", "effnet.data.index", "effnet.train"]
+STAGES = ["effnet.doctor", "effnet.data.demo", "effnet.data.prepare", "effnet.data.index", "effnet.train",
+          "effnet.evaluate", "effnet.export", "effnet.infer"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,8 +7,10 @@ so its presence means the run finished. Checkpoints live in ``RUN/checkpoints/``
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from effnet import checkpoints
 from effnet.errors import UserError
 
 RAW_MODEL = "model.keras"
@@ -18,18 +20,58 @@ SUMMARY = "train_summary.json"
 CHECKPOINTS = "checkpoints"
 LOG = "train.dllog.json"
 TENSORBOARD = "tensorboard"
-WEIGHTS = {"raw": RAW_MODEL, "ema": EMA_MODEL}
+WEIGHTS = {"ema": EMA_MODEL, "raw": RAW_MODEL}
 
 
-def load_model(run_dir: str | Path, weights: str = "ema"):
-    """The trained model of a finished run: ``weights`` "ema" (default) or "raw"."""
+def load_summary(run_dir: str | Path) -> dict:
+    """The summary of a finished run (arch, num_classes, image_size, classes, ...); UserError otherwise."""
+    path = Path(run_dir) / SUMMARY
+    if not Path(run_dir).is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{run_dir}: no finished training run ({SUMMARY} missing)") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable: {exc}") from None
+
+
+def load_model(run_dir: str | Path, weights: str = "ema", checkpoint: str | Path | None = None):
+    """The model of a finished run with its ``weights`` ("ema", the default, or "raw").
+
+    With ``checkpoint`` (a ``ckpt-*`` directory of any run of the same model), its weights of
+    that kind replace the final ones; a checkpoint of another arch, class count or image size is
+    refused, naming both sides.
+    """
     import keras
 
     from effnet.models import layers  # noqa: F401  (registers the custom layers for loading)
 
+    if weights not in WEIGHTS:
+        raise UserError(f"weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
+    summary = load_summary(run_dir)
     path = Path(run_dir) / WEIGHTS[weights]
-    if not (Path(run_dir) / SUMMARY).exists():
-        raise UserError(f"{run_dir}: no finished training run ({SUMMARY} missing)")
-    if not path.exists():
+    if checkpoint is not None:
+        path = Path(run_dir) / RAW_MODEL
+    elif not path.exists():
         raise UserError(f"{path}: {weights} model missing (a run without EMA has only {RAW_MODEL})")
-    return keras.models.load_model(path, compile=False)
+    model = keras.models.load_model(path, compile=False)
+    if checkpoint is not None:
+        _load_checkpoint(model, Path(checkpoint), weights, summary, run_dir)
+    return model
+
+
+def _load_checkpoint(model, path: Path, weights: str, summary: dict, run_dir) -> None:
+    meta, arrays = checkpoints.read(path)
+    differs = [f"{k} {meta.get(k)!r} in the checkpoint, {summary[k]!r} in {run_dir}"
+               for k in checkpoints.IDENTITY if meta.get(k) != summary[k]]
+    if differs:
+        raise UserError(f"{path}: a checkpoint of another model: {'; '.join(differs)}")
+    if weights == "ema" and not any(name.startswith("ema/") for name in arrays):
+        raise UserError(f"{path}: holds no EMA weights (trained without EMA); use --weights raw")
+    prefixes = ("ema/", "model/") if weights == "ema" else ("model/",)  # EMA covers weights and BN statistics
+    for v in model.variables:
+        name = next((p + v.path for p in prefixes if p + v.path in arrays), None)
+        if name is None:
+            raise UserError(f"{path}: no value for {v.path}: not a checkpoint of this run's model")
+        v.assign(arrays[name])

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
+from effnet import checkpoints
 from effnet.errors import UserError
-from effnet.train import checkpoints, recipe
+from effnet.train import recipe
 from effnet.train.loop import EXIT_PREEMPTED
 
 # B0 at 32 px, batch 8: 60 training images are 7 steps per epoch.

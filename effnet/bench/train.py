@@ -30,8 +30,9 @@ def _records(work: Path, size: int, batch: int) -> Path:
 def _trainer(records: Path, size: int, batch: int, amp: bool, xla: bool):
     import tensorflow as tf
 
+    from effnet import ranks
     from effnet.config import load_config, parse_overrides
-    from effnet.train import ranks, recipe
+    from effnet.train import recipe
     from effnet.train.loop import Trainer
 
     config = load_config("config/imagenet-b0.yaml", parse_overrides([

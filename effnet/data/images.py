@@ -53,7 +53,7 @@ def check_image(data: bytes, name: str) -> CheckedImage:
                 img.draft("RGB", (max(1, width // 8), max(1, height // 8)))
                 img.load()
                 return CheckedImage(data, height, width, converted=False)
-            rgb = _to_rgb(img)
+            rgb = to_rgb(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise CorruptImageError(name, f"{type(exc).__name__}: {exc}") from None
     out = io.BytesIO()
@@ -61,7 +61,8 @@ def check_image(data: bytes, name: str) -> CheckedImage:
     return CheckedImage(out.getvalue(), height, width, converted=True)
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as RGB: transparency composited over white, greyscale/CMYK/palette converted."""
     img.load()
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")

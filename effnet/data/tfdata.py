@@ -75,10 +75,23 @@ def train_image(encoded, seed, image_size: int, augment: str | None):
 
 
 def eval_image(encoded, image_size: int):
-    """Centre crop and resize; float32 [0, 255]."""
+    """Centre crop and resize of a JPEG; float32 [0, 255]."""
     window = center_crop_window(tf.io.extract_jpeg_shape(encoded), image_size)
     image = _resize(tf.io.decode_and_crop_jpeg(encoded, window, channels=3), image_size)
     return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def eval_crop(image, image_size: int):
+    """``eval_image``'s centre crop and resize of a decoded uint8 HWC RGB image."""
+    y, x, h, w = tf.unstack(center_crop_window(tf.shape(image), image_size))
+    image = _resize(image[y:y + h, x:x + w], image_size)
+    return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def eval_image_any(encoded, image_size: int):
+    """``eval_image`` of a JPEG, PNG, GIF (first frame) or BMP: JPEGs decode exactly as in evaluation."""
+    return tf.cond(tf.io.is_jpeg(encoded), lambda: eval_image(encoded, image_size),
+                   lambda: eval_crop(tf.io.decode_image(encoded, channels=3, expand_animations=False), image_size))
 
 
 def _read_spans(spans: tf.data.Dataset, parallel: bool, cycle_length: int) -> tf.data.Dataset:

@@ -1,7 +1,7 @@
 """``python -m effnet train``: the reference recipe as a Horovod job that resumes where it was killed.
 
 Run it as one process, under ``horovodrun -np N -H localhost:N``, or one task per GPU under
-``srun`` (see ``effnet.train.ranks``). Writes to OUTPUT: ``config.yaml`` (the effective config),
+``srun`` (see ``effnet.ranks``). Writes to OUTPUT: ``config.yaml`` (the effective config),
 ``train.dllog.json`` (dllogger records), ``tensorboard/``, ``checkpoints/`` (or
 ``--checkpoint-dir``), and, when training is complete, ``model.keras``, ``ema.keras`` and last
 ``train_summary.json`` (see ``effnet.runs``). Exit status 75 means "stopped by SIGTERM/SIGUSR1

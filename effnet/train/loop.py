@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from effnet import runs
+from effnet import checkpoints, runs
 from effnet.atomic import atomic_open, write_json
 from effnet.data import build_dataset
 from effnet.data.mixing import mix_batch
@@ -31,8 +31,8 @@ from effnet.data.records import load_manifest
 from effnet.dllog import DLLogger, Verbosity
 from effnet.errors import UserError
 from effnet.evaluation import evaluate, make_eval_step
-from effnet.train import checkpoints, recipe
-from effnet.train.ranks import World
+from effnet.train import recipe
+from effnet.ranks import World
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerun to resume
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -103,6 +103,7 @@ class Trainer:
         self.t = t
         manifest = load_manifest(data_dir)
         self.num_classes = manifest["num_classes"]
+        self.classes = manifest["classes"]
         self.image_size = m["image_size"] or native_size(m["arch"])
         self.identity = {"arch": m["arch"], "num_classes": self.num_classes, "image_size": self.image_size}
         self.accum = t["grad_accum_steps"]
@@ -221,7 +222,7 @@ def run(config: dict, data_dir: str, output: str | Path, checkpoint_dir: str | P
 def train(config: dict, data_dir: str, output: str | Path,
           checkpoint_dir: str | Path | None = None) -> tuple[int, "Trainer"]:
     """``run``, also returning the rank's Trainer (its model and state after the last step)."""
-    from effnet.train import ranks
+    from effnet import ranks
 
     world = ranks.init()
     t = config["train"]
@@ -261,7 +262,7 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
     t = trainer.t
     epochs = t["epochs"]
     writer = tf.summary.create_file_writer(str(trainer.output / runs.TENSORBOARD)) if world.chief else None
-    eval_step = make_eval_step(trainer.model) if t["eval_every"] else None
+    eval_step = make_eval_step(trainer.model, trainer.num_classes) if t["eval_every"] else None
     start_wall, images_seen, eval_metrics = time.perf_counter(), 0, None
     window = {"loss": 0.0, "hits": 0.0, "batches": 0, "start": time.perf_counter()}
     last = {"loss": float("nan"), "top1": float("nan")}
@@ -333,7 +334,7 @@ def _evaluate(trainer: Trainer, eval_step, world: World) -> dict:
     if trainer.ema:
         trainer.ema.swap()
     try:
-        return evaluate(eval_step, batches, lambda x: trainer.hvd.allreduce(x, op=trainer.hvd.Sum, name="eval"))
+        return evaluate(eval_step, batches, lambda x: trainer.hvd.allreduce(x, op=trainer.hvd.Sum)).metrics()
     finally:
         if trainer.ema:
             trainer.ema.swap()
@@ -356,6 +357,7 @@ def _write_outputs(trainer: Trainer, last: dict, eval_metrics: dict | None, rate
         "wall_seconds": round(wall, 3), "precision": trainer.precision.policy,
         "resumed_from_step": meta["step"] if meta else None,
         "weights": {"raw": runs.RAW_MODEL, "ema": runs.EMA_MODEL if trainer.ema else None},
+        "classes": trainer.classes,
     }
     write_json(out / runs.SUMMARY, summary)
     print(f"train: {out / runs.SUMMARY} ({summary['steps']} steps, "

@@ -1,0 +1,156 @@
+"""``python -m effnet evaluate``: metrics of a trained model on the whole validation split.
+
+Loads a finished run's EMA (default) or raw weights, or those of any checkpoint of it, and
+evaluates every validation example exactly once on one or N Horovod ranks (padding excluded).
+Writes OUTPUT (JSON): loss, top-1, top-5, examples, images/s and per-batch latency in ms (mean
+and true percentiles, numpy's linear interpolation, over the batches after the warm-up ones;
+the reference's "percentiles" are means of the fastest batches), with the confusion matrix and
+per-class accuracy. dllogger records use the reference's metric names (eval_loss,
+eval_accuracy_top_1, eval_accuracy_top_5, avg_exp_per_second_eval, latency_90pct, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PERCENTILES = (50, 90, 95, 99)
+LATENCY_METHOD = ("wall time of the model step of each batch, from the batch being ready to its result on the host, "
+                  "after the warm-up batches; percentiles: numpy.percentile (linear interpolation) over the batches "
+                  "of every rank")
+
+
+def latency_ms(seconds: list[float]) -> dict:
+    """Mean and true percentiles (p50/p90/p95/p99) of per-batch seconds, in ms; None without batches."""
+    if not seconds:
+        return {"mean": None, **{f"p{p}": None for p in PERCENTILES}}
+    ms = np.asarray(seconds) * 1000.0
+    return {"mean": float(ms.mean()), **{f"p{p}": float(np.percentile(ms, p)) for p in PERCENTILES}}
+
+
+def check_classes(run_classes: list[dict], data_classes: list[dict], run_dir, data_dir) -> None:
+    """UserError naming both sides when the data's classes are not the ones the model was trained on."""
+    from effnet.errors import UserError
+
+    if [c["id"] for c in run_classes] != [c["id"] for c in data_classes]:
+        first = next((i for i, (a, b) in enumerate(zip(run_classes, data_classes)) if a["id"] != b["id"]),
+                     min(len(run_classes), len(data_classes)))
+        raise UserError(
+            f"{data_dir} has {len(data_classes)} classes and {run_dir} was trained on {len(run_classes)}; "
+            f"they differ from class index {first} on: the data's "
+            f"{data_classes[first]['id'] if first < len(data_classes) else 'nothing'!r}, the model's "
+            f"{run_classes[first]['id'] if first < len(run_classes) else 'nothing'!r}")
+
+
+def run(run_dir: str, data_dir: str, output: str, *, weights: str = "ema", checkpoint: str | None = None,
+        overrides: dict | None = None, warmup: int = 2, confusion_png: str | None = None) -> dict:
+    """Evaluate and write ``output``; return the metrics (on every rank)."""
+    import horovod.tensorflow as hvd
+
+    from effnet import ranks, runs
+    from effnet.atomic import write_json
+    from effnet.config import load_config
+    from effnet.data import build_dataset
+    from effnet.data.records import load_manifest
+    from effnet.dllog import DLLogger, Verbosity
+    from effnet.evaluation import evaluate, make_eval_step
+
+    summary = runs.load_summary(run_dir)
+    config = load_config(Path(run_dir) / runs.CONFIG, overrides)
+    check_classes(summary["classes"], load_manifest(data_dir)["classes"], run_dir, data_dir)
+    world = ranks.init()
+    model = runs.load_model(run_dir, weights, checkpoint)
+    batch_size = config["eval"]["batch_size"]
+    batches = build_dataset(data_dir, "validation", backend=config["data"]["backend"], batch_size=batch_size,
+                            image_size=summary["image_size"], rank=world.rank, world_size=world.size)
+    step = make_eval_step(model, summary["num_classes"])
+    start = time.perf_counter()
+    result = evaluate(step, batches, lambda x: hvd.allreduce(x, op=hvd.Sum))
+    wall = time.perf_counter() - start
+    timed = result.batch_seconds[warmup:]
+    all_timed = [s for rank_seconds in hvd.allgather_object(timed) for s in rank_seconds]
+    # The device's rate: full (padded) batches per second of model step after the warm-up, as the reference.
+    per_rank_rate = batch_size * len(timed) / sum(timed) if timed else result.examples / world.size / wall
+    latency = latency_ms(all_timed)
+    confusion = result.confusion
+    per_class = np.divide(np.diag(confusion), confusion.sum(1), out=np.full(len(confusion), np.nan),
+                          where=confusion.sum(1) > 0)
+    metrics = {
+        **result.metrics(), "images_per_second": per_rank_rate * world.size,
+        "images_per_second_per_rank": per_rank_rate, "wall_seconds": wall,
+        "latency_ms": latency, "latency_method": LATENCY_METHOD,
+        "batches": len(result.batch_seconds), "warmup_batches": min(warmup, len(result.batch_seconds)),
+        "batch_size": batch_size, "world_size": world.size, "weights": weights,
+        "checkpoint": str(checkpoint) if checkpoint else None, "model": str(run_dir), "data": str(data_dir),
+        "arch": summary["arch"], "image_size": summary["image_size"],
+        "per_class_top1": {c["id"]: (None if np.isnan(a) else float(a)) for c, a in zip(summary["classes"], per_class)},
+        "confusion": confusion.tolist(),
+    }
+    if world.chief:
+        write_json(output, metrics)
+        with DLLogger(Path(output).with_suffix(".dllog.json"), stream=sys.stdout, verbosity=Verbosity.DEFAULT,
+                      append=False) as log:
+            for name, unit in (("eval_loss", None), ("eval_accuracy_top_1", None), ("eval_accuracy_top_5", None),
+                               ("avg_exp_per_second_eval", "samples/s"), ("avg_time_per_exp_eval", "ms"),
+                               *((f"latency_{p}pct", "ms") for p in PERCENTILES), ("latency_avg", "ms")):
+                log.metadata(name, {"unit": unit})
+            log.log((), {
+                "eval_loss": metrics["loss"], "eval_accuracy_top_1": metrics["top1"],
+                "eval_accuracy_top_5": metrics["top5"], "eval_examples": metrics["examples"],
+                "avg_exp_per_second_eval": metrics["images_per_second"],
+                "avg_exp_per_second_eval_per_GPU": per_rank_rate,
+                "avg_time_per_exp_eval": 1000.0 / metrics["images_per_second"],
+                **{f"latency_{p}pct": latency[f"p{p}"] for p in PERCENTILES}, "latency_avg": latency["mean"],
+            }, verbosity=Verbosity.DEFAULT)
+        if confusion_png:
+            plot_confusion(confusion, [c["name"] for c in summary["classes"]], confusion_png)
+    return metrics
+
+
+def plot_confusion(confusion: np.ndarray, names: list[str], path: str) -> None:
+    """The confusion matrix as a PNG (rows: true class, columns: predicted), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from effnet.atomic import atomic_open
+
+    size = min(4 + 0.35 * len(names), 40)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(confusion, cmap="Blues")
+    if len(names) <= 50:
+        ax.set_xticks(range(len(names)), names, rotation=90)
+        ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+
+
+def main(args: argparse.Namespace) -> int:
+    from effnet.config import parse_overrides
+
+    run(args.model, args.data, args.output, weights=args.weights, checkpoint=args.checkpoint,
+        overrides=parse_overrides(args.set), warmup=args.warmup, confusion_png=args.confusion_png)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help="evaluate a trained model on the validation split",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="the train stage's run directory")
+    p.add_argument("--data", required=True, help="prepared TFRecord directory (manifest.json, shards)")
+    p.add_argument("--output", required=True, help="metrics JSON file (dllogger records beside it)")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="which weights (default ema)")
+    p.add_argument("--checkpoint", help="a ckpt-* directory of this run to evaluate instead of the final weights")
+    p.add_argument("--warmup", type=int, default=2, help="batches left out of latency and throughput (default 2)")
+    p.add_argument("--confusion-png", help="also plot the confusion matrix to this PNG")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the run's config, e.g. --set eval.batch_size=64 (repeatable)")
+    p.set_defaults(func=main)
