@@ -10,7 +10,7 @@ COPY effnet effnet
 RUN pip freeze | grep -iE '^(tensorflow|keras|protobuf|numpy|horovod|nvidia-dali)' > /tmp/keep.txt \
  && pip install --no-cache-dir -c /tmp/keep.txt \
       "snakemake>=9,<10" "snakemake-executor-plugin-slurm==2.6.1" tensorflow-datasets importlib_resources \
-      jsonschema pyyaml tqdm pillow google-crc32c pygments \
+      jsonschema pyyaml tqdm pillow google-crc32c pygments matplotlib tf2onnx onnxruntime \
  && pip install --no-cache-dir --no-deps -e . \
  && python -m effnet doctor
 

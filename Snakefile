@@ -2,13 +2,18 @@
 # Rules are thin calls of `python -m effnet <stage>`; the logic lives in the effnet package.
 #   snakemake --cores all all                    run locally
 #   snakemake --profile profiles/slurm all       run on a SLURM cluster
-#   snakemake --configfile config/imagenet-b0.yaml -n all   plan a run without executing it
+#   snakemake all -n --configfile config/imagenet-b0.yaml   plan a run without executing it
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo config, unless a preset is given with --configfile: then exactly the preset (Snakemake would
+# otherwise deep-merge it over this file and demo values would leak into it). Several --configfile
+# files merge in order, so an override file after the preset changes nested keys of it for one run.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
@@ -21,10 +26,14 @@ container: f"docker://{config['cluster']['container_image']}"
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/serve.smk"
 
 
 rule all:
     input:
         index_summary,
         train_summary,
+        eval_metrics,
+        export_dir,
+        predictions if infer_images else [],
     default_target: True

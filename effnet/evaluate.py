@@ -45,9 +45,13 @@ def check_classes(run_classes: list[dict], data_classes: list[dict], run_dir, da
             f"{run_classes[first]['id'] if first < len(run_classes) else 'nothing'!r}")
 
 
-def run(run_dir: str, data_dir: str, output: str, *, weights: str = "ema", checkpoint: str | None = None,
-        overrides: dict | None = None, warmup: int = 2, confusion_png: str | None = None) -> dict:
-    """Evaluate and write ``output``; return the metrics (on every rank)."""
+def run(run_dir: str, data_dir: str, output: str, *, weights: str | None = None, checkpoint: str | None = None,
+        overrides: dict | None = None, confusion_png: str | None = None) -> dict:
+    """Evaluate and write ``output``; return the metrics (on every rank).
+
+    ``overrides`` change the run's config (eval.batch_size, eval.warmup_batches, data.backend);
+    ``weights`` defaults to its eval.weights.
+    """
     import horovod.tensorflow as hvd
 
     from effnet import ranks, runs
@@ -61,6 +65,7 @@ def run(run_dir: str, data_dir: str, output: str, *, weights: str = "ema", check
     summary = runs.load_summary(run_dir)
     config = load_config(Path(run_dir) / runs.CONFIG, overrides)
     check_classes(summary["classes"], load_manifest(data_dir)["classes"], run_dir, data_dir)
+    weights, warmup = weights or config["eval"]["weights"], config["eval"]["warmup_batches"]
     world = ranks.init()
     model = runs.load_model(run_dir, weights, checkpoint)
     batch_size = config["eval"]["batch_size"]
@@ -137,7 +142,7 @@ def main(args: argparse.Namespace) -> int:
     from effnet.config import parse_overrides
 
     run(args.model, args.data, args.output, weights=args.weights, checkpoint=args.checkpoint,
-        overrides=parse_overrides(args.set), warmup=args.warmup, confusion_png=args.confusion_png)
+        overrides=parse_overrides(args.set), confusion_png=args.confusion_png)
     return 0
 
 
@@ -147,10 +152,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="the train stage's run directory")
     p.add_argument("--data", required=True, help="prepared TFRecord directory (manifest.json, shards)")
     p.add_argument("--output", required=True, help="metrics JSON file (dllogger records beside it)")
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="which weights (default ema)")
+    p.add_argument("--weights", choices=("ema", "raw"), help="which weights (default: the config's eval.weights, ema)")
     p.add_argument("--checkpoint", help="a ckpt-* directory of this run to evaluate instead of the final weights")
-    p.add_argument("--warmup", type=int, default=2, help="batches left out of latency and throughput (default 2)")
     p.add_argument("--confusion-png", help="also plot the confusion matrix to this PNG")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of the run's config, e.g. --set eval.batch_size=64 (repeatable)")
+                   help="override a key of the run's config, e.g. --set eval.batch_size=64 or "
+                        "eval.warmup_batches=5 (batches left out of latency and throughput) (repeatable)")
     p.set_defaults(func=main)

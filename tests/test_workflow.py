@@ -1,4 +1,5 @@
 """The Snakemake workflow runs the data stages end to end on the demo dataset, and plans without running."""
+import csv
 import json
 import os
 import subprocess
@@ -14,18 +15,35 @@ def snakemake(*args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
+STAGES = ("demo_data", "prepare", "index", "train", "evaluate", "export", "infer", "all")
+
+
 def test_dry_run_plans_every_stage(tmp_path):
     proc = snakemake("-n", "all", "--config", f"run_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
-    for rule in ("demo_data", "prepare", "index", "train", "all"):
+    for rule in STAGES:
         assert f"rule {rule}:" in proc.stdout + proc.stderr
     assert not any(tmp_path.iterdir())  # nothing ran
 
 
+def test_a_preset_means_what_it_says_and_an_override_file_changes_one_nested_key(tmp_path):
+    override = tmp_path / "override.yaml"
+    override.write_text(f"run_dir: {tmp_path}/run\ndata: {{input: {tmp_path}}}\ntrain: {{epochs: 3}}\n")
+    proc = snakemake("all", "-n", "-p", "--configfile", "config/imagenet-b0.yaml", str(override))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert f"--input {tmp_path} " in out and "--train-shards 1024 --val-shards 128" in out  # not the demo's 4/2
+    train = next(line for line in out.splitlines() if "python -m effnet train" in line)
+    assert "image_size: null" in train and "arch: efficientnet-b0" in train and "batch_size: 1024" in train
+    assert "epochs: 3," in train and "lr_init: 0.005" in train and "demo_images_per_class: 40" in train
+    assert "rule infer:" not in out  # a tfrecords source has no image files to predict
+
+
 def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
-    short = tmp_path / "short.yaml"  # the demo config, with two training steps
+    short = tmp_path / "short.yaml"  # over the demo config: two training steps
     short.write_text(f"run_dir: {tmp_path}\ntrain: {{epochs: 1, steps_per_epoch: 2}}\n")
-    proc = snakemake("all", "--configfile", str(short))
+    configs = ("--configfile", "config/config.yaml", str(short))
+    proc = snakemake("all", *configs)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     manifest = json.loads((tmp_path / "tfrecords/manifest.json").read_text())
     assert manifest["num_classes"] == 10
@@ -35,5 +53,12 @@ def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
     train = json.loads((tmp_path / "train/train_summary.json").read_text())
     assert (train["steps"], train["num_classes"], train["image_size"]) == (2, 10, 32)
     assert (tmp_path / "train/model.keras").exists() and (tmp_path / "train/ema.keras").exists()
-    again = snakemake("all", "--configfile", str(short))
+    metrics = json.loads((tmp_path / "evaluate/metrics.json").read_text())
+    assert metrics["examples"] == 250 and metrics["weights"] == "ema"
+    assert json.loads((tmp_path / "export/export.json").read_text())["top_k"] == 5
+    with open(tmp_path / "infer/predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 250 and not any(r["error"] for r in rows)
+    assert sum(r["class_name_1"] == r["path"].split("/")[-2] for r in rows) == round(metrics["top1"] * 250)
+    again = snakemake("all", *configs)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

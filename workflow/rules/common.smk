@@ -17,7 +17,33 @@ records_manifest = str(RUN_DIR / "tfrecords" / "manifest.json")
 index_summary = str(RUN_DIR / "dali-index" / "index.json")
 train_model = str(RUN_DIR / "train" / "model.keras")
 train_summary = str(RUN_DIR / "train" / "train_summary.json")
+eval_metrics = str(RUN_DIR / "evaluate" / "metrics.json")
+eval_confusion = str(RUN_DIR / "evaluate" / "confusion.png")
+export_dir = str(RUN_DIR / "export")
+predictions = str(RUN_DIR / "infer" / "predictions.csv")
 logs = str(RUN_DIR / "logs")
+
+
+if config["infer"]["top_k"] > config["export"]["top_k"]:
+    raise ValueError(f"infer.top_k={config['infer']['top_k']}: the export returns only export.top_k="
+                     f"{config['export']['top_k']} classes")
+
+
+def _infer_images():
+    """What the infer stage predicts: the configured images, else the source's validation images
+    (None for tfds/tfrecords sources, which have no image files)."""
+    if config["infer"]["images"]:
+        return config["infer"]["images"]
+    if DATA["source"] == "demo":
+        return f"{demo_images}/val"
+    if DATA["source"] in ("folders", "imagenet"):
+        return str(Path(DATA["input"]) / "val")
+    return None
+
+
+infer_images = _infer_images()
+# What infer waits for: the demo set (the demo_data output) or the images, which exist already.
+infer_input = demo_images if infer_images == f"{demo_images}/val" else infer_images
 
 
 def parent_of_input(wildcards, input):
@@ -50,10 +76,15 @@ def prepare_options(wildcards):
     return " ".join(options)
 
 
-def config_overrides(*sections):
-    """`--set SECTION=<json>` for each config section: the stage runs with exactly this workflow's
-    (validated, defaults filled) values, and a changed value changes the params, so the rule reruns."""
-    def flow(section):  # one-line YAML: JSON's 5e-06 would read back as a string in YAML 1.1
-        return yaml.safe_dump(config[section], default_flow_style=True, width=1 << 20).strip()
+def config_overrides(*keys):
+    """`--set KEY=<yaml>` for each config section or dotted key: the stage runs with exactly this
+    workflow's (validated, defaults filled) values, and only a change of a key the stage takes
+    changes its params, so only the stages that use a key rerun when it changes."""
+    def value(key):
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        # one-line YAML: JSON's 5e-06 would read back as a string in YAML 1.1
+        return yaml.safe_dump(node, default_flow_style=True, width=1 << 20).strip().removesuffix("\n...")
 
-    return " ".join(f"--set {section}={shlex.quote(flow(section))}" for section in sections)
+    return " ".join(f"--set {key}={shlex.quote(value(key))}" for key in keys)

@@ -14,7 +14,7 @@ rule train:
     params:
         records=lambda wildcards, input: str(Path(input.records).parent),
         out=parent_of_output,
-        config=config_overrides("data", "model", "train", "eval"),
+        config=config_overrides("data", "model", "train", "eval.batch_size"),
     threads: workflow.cores
     log:
         f"{logs}/train.log",

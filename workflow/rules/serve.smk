@@ -1,0 +1,55 @@
+# After training: metrics on the validation split, a servable export, predictions on image files.
+# Each stage writes its declared output last (evaluate, infer) or renames it into place whole
+# (export), so a killed stage leaves nothing a rerun would trust.
+
+
+rule evaluate:
+    input:
+        summary=train_summary,
+        records=records_manifest,
+    output:
+        metrics=eval_metrics,
+        confusion=eval_confusion,
+    params:
+        run=lambda wildcards, input: str(Path(input.summary).parent),
+        records=lambda wildcards, input: str(Path(input.records).parent),
+        config=config_overrides("eval", "data.backend"),
+    log:
+        f"{logs}/evaluate.log",
+    shell:
+        "python -m effnet evaluate --model {params.run} --data {params.records} --output {output.metrics} "
+        "--confusion-png {output.confusion} {params.config} > {log} 2>&1"
+
+
+rule export:
+    input:
+        train_summary,
+    output:
+        directory(export_dir),
+    params:
+        run=parent_of_input,
+        weights=config["eval"]["weights"],
+        top_k=config["export"]["top_k"],
+        onnx="--onnx" if config["export"]["onnx"] else "",
+    log:
+        f"{logs}/export.log",
+    shell:
+        "python -m effnet export --model {params.run} --output {output} --weights {params.weights} "
+        "--top-k {params.top_k} {params.onnx} > {log} 2>&1"
+
+
+rule infer:
+    input:
+        model=export_dir,
+        images=infer_input or [],
+    output:
+        predictions,
+    params:
+        images=infer_images,
+        top_k=config["infer"]["top_k"],
+        batch_size=config["infer"]["batch_size"],
+    log:
+        f"{logs}/infer.log",
+    shell:
+        "python -m effnet infer --model {input.model} --images {params.images} --output {output} "
+        "--top-k {params.top_k} --batch-size {params.batch_size} > {log} 2>&1"
