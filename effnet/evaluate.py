@@ -59,7 +59,6 @@ def run(run_dir: str, data_dir: str, output: str, *, weights: str | None = None,
     from effnet.config import load_config
     from effnet.data import build_dataset
     from effnet.data.records import load_manifest
-    from effnet.dllog import DLLogger, Verbosity
     from effnet.evaluation import evaluate, make_eval_step
 
     summary = runs.load_summary(run_dir)
@@ -70,23 +69,23 @@ def run(run_dir: str, data_dir: str, output: str, *, weights: str | None = None,
     model = runs.load_model(run_dir, weights, checkpoint)
     batch_size = config["eval"]["batch_size"]
     batches = build_dataset(data_dir, "validation", backend=config["data"]["backend"], batch_size=batch_size,
-                            image_size=summary["image_size"], rank=world.rank, world_size=world.size)
+                            image_size=summary["image_size"], rank=world.rank, world_size=world.size,
+                            crop_padding=summary["crop_padding"])
     step = make_eval_step(model, summary["num_classes"])
     start = time.perf_counter()
     result = evaluate(step, batches, lambda x: hvd.allreduce(x, op=hvd.Sum))
     wall = time.perf_counter() - start
     timed = result.batch_seconds[warmup:]
-    all_timed = [s for rank_seconds in hvd.allgather_object(timed) for s in rank_seconds]
-    # The device's rate: full (padded) batches per second of model step after the warm-up, as the reference.
-    per_rank_rate = batch_size * len(timed) / sum(timed) if timed else result.examples / world.size / wall
-    latency = latency_ms(all_timed)
+    # The device's rate, as the reference's: full (padded) batches per second of model step after the warm-up.
+    rate = batch_size * len(timed) / sum(timed) if timed else result.examples / world.size / wall
+    rates = hvd.allgather_object(rate)
+    latency = latency_ms([s for rank_seconds in hvd.allgather_object(timed) for s in rank_seconds])
     confusion = result.confusion
     per_class = np.divide(np.diag(confusion), confusion.sum(1), out=np.full(len(confusion), np.nan),
                           where=confusion.sum(1) > 0)
     metrics = {
-        **result.metrics(), "images_per_second": per_rank_rate * world.size,
-        "images_per_second_per_rank": per_rank_rate, "wall_seconds": wall,
-        "latency_ms": latency, "latency_method": LATENCY_METHOD,
+        **result.metrics(), "images_per_second": sum(rates), "images_per_second_per_rank": rates,
+        "wall_seconds": wall, "latency_ms": latency, "latency_method": LATENCY_METHOD,
         "batches": len(result.batch_seconds), "warmup_batches": min(warmup, len(result.batch_seconds)),
         "batch_size": batch_size, "world_size": world.size, "weights": weights,
         "checkpoint": str(checkpoint) if checkpoint else None, "model": str(run_dir), "data": str(data_dir),
@@ -95,24 +94,32 @@ def run(run_dir: str, data_dir: str, output: str, *, weights: str | None = None,
         "confusion": confusion.tolist(),
     }
     if world.chief:
-        write_json(output, metrics)
-        with DLLogger(Path(output).with_suffix(".dllog.json"), stream=sys.stdout, verbosity=Verbosity.DEFAULT,
-                      append=False) as log:
-            for name, unit in (("eval_loss", None), ("eval_accuracy_top_1", None), ("eval_accuracy_top_5", None),
-                               ("avg_exp_per_second_eval", "samples/s"), ("avg_time_per_exp_eval", "ms"),
-                               *((f"latency_{p}pct", "ms") for p in PERCENTILES), ("latency_avg", "ms")):
-                log.metadata(name, {"unit": unit})
-            log.log((), {
-                "eval_loss": metrics["loss"], "eval_accuracy_top_1": metrics["top1"],
-                "eval_accuracy_top_5": metrics["top5"], "eval_examples": metrics["examples"],
-                "avg_exp_per_second_eval": metrics["images_per_second"],
-                "avg_exp_per_second_eval_per_GPU": per_rank_rate,
-                "avg_time_per_exp_eval": 1000.0 / metrics["images_per_second"],
-                **{f"latency_{p}pct": latency[f"p{p}"] for p in PERCENTILES}, "latency_avg": latency["mean"],
-            }, verbosity=Verbosity.DEFAULT)
+        log_metrics(metrics, Path(output).with_suffix(".dllog.json"))
         if confusion_png:
             plot_confusion(confusion, [c["name"] for c in summary["classes"]], confusion_png)
+        write_json(output, metrics)  # the declared output, last
     return metrics
+
+
+def log_metrics(metrics: dict, path: Path) -> None:
+    """The metrics as one dllogger record under the reference's names (and METADATA units), to ``path`` and stdout."""
+    from effnet.dllog import DLLogger, Verbosity
+
+    latency = metrics["latency_ms"]
+    with DLLogger(path, stream=sys.stdout, verbosity=Verbosity.DEFAULT, append=False) as log:
+        for name, unit in (("eval_loss", None), ("eval_accuracy_top_1", None), ("eval_accuracy_top_5", None),
+                           ("avg_exp_per_second_eval", "samples/s"), ("avg_exp_per_second_eval_per_GPU", "samples/s"),
+                           ("avg_time_per_exp_eval", "ms"), *((f"latency_{p}pct", "ms") for p in PERCENTILES),
+                           ("latency_avg", "ms")):
+            log.metadata(name, {"unit": unit})
+        log.log((), {
+            "eval_loss": metrics["loss"], "eval_accuracy_top_1": metrics["top1"],
+            "eval_accuracy_top_5": metrics["top5"], "eval_examples": metrics["examples"],
+            "avg_exp_per_second_eval": metrics["images_per_second"],
+            "avg_exp_per_second_eval_per_GPU": metrics["images_per_second"] / metrics["world_size"],
+            "avg_time_per_exp_eval": 1000.0 / metrics["images_per_second"],
+            **{f"latency_{p}pct": latency[f"p{p}"] for p in PERCENTILES}, "latency_avg": latency["mean"],
+        }, verbosity=Verbosity.DEFAULT)
 
 
 def plot_confusion(confusion: np.ndarray, names: list[str], path: str) -> None:

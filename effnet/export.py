@@ -25,11 +25,12 @@ from pathlib import Path
 DEFAULT_TOP_K = 5
 
 
-def serving_module(model, image_size: int, class_names: list[str], top_k: int):
+def serving_module(model, image_size: int, class_names: list[str], top_k: int, crop_padding: int):
     """A tf.Module with ``serve_bytes``, ``serve_pixels`` and ``probabilities`` (preprocessed images in)."""
     import tensorflow as tf
 
     from effnet.data.tfdata import eval_crop, eval_image_any
+
 
     k = min(top_k, len(class_names))
     pixel_spec = tf.TensorSpec([image_size, image_size, 3], tf.float32)
@@ -51,12 +52,13 @@ def serving_module(model, image_size: int, class_names: list[str], top_k: int):
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
         def serve_bytes(self, images):
-            return self._top_k(tf.map_fn(lambda e: eval_image_any(e, image_size), images,
+            return self._top_k(tf.map_fn(lambda e: eval_image_any(e, image_size, crop_padding), images,
                                          fn_output_signature=pixel_spec))
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
         def serve_pixels(self, images):
-            return self._top_k(tf.map_fn(lambda i: eval_crop(i, image_size), images, fn_output_signature=pixel_spec))
+            return self._top_k(tf.map_fn(lambda i: eval_crop(i, image_size, crop_padding), images,
+                                         fn_output_signature=pixel_spec))
 
     return Serving()
 
@@ -83,7 +85,7 @@ def export(run_dir: str, output: str, *, weights: str = "ema", checkpoint: str |
     summary = runs.load_summary(run_dir)
     model = runs.load_model(run_dir, weights, checkpoint)
     size = summary["image_size"]
-    module = serving_module(model, size, [c["name"] for c in summary["classes"]], top_k)
+    module = serving_module(model, size, [c["name"] for c in summary["classes"]], top_k, summary["crop_padding"])
     output = Path(output)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -97,8 +99,9 @@ def export(run_dir: str, output: str, *, weights: str = "ema", checkpoint: str |
         write_json(tmp / exports.MANIFEST, {
             "arch": summary["arch"], "image_size": size, "num_classes": summary["num_classes"],
             "classes": summary["classes"], "label_offset": LABEL_OFFSET, "top_k": min(top_k, summary["num_classes"]),
-            "preprocessing": "centre crop image_size/(image_size+32) of the shorter side, bilinear resize, "
-                             "RGB in [0, 255] (the model normalises)",
+            "crop_padding": summary["crop_padding"],
+            "preprocessing": "centre crop image_size/(image_size+crop_padding) of the shorter side, bilinear "
+                             "resize, RGB in [0, 255] (the model normalises)",
             "signatures": {"serving_default": "serve_bytes", "serve_bytes": "images: string [N]",
                            "serve_pixels": "images: uint8 [N, H, W, 3]"},
             "outputs": ["class_ids", "class_names", "probabilities"],

@@ -120,8 +120,9 @@ def write_predictions(rows: list[Prediction], output: str | Path, top_k: int) ->
         writer.writerow(["path", "error"] + [f"{c}_{k}" for k in range(1, top_k + 1)
                                              for c in ("class_id", "class_name", "probability")])
         for row in rows:
-            writer.writerow([row.path, row.error or ""] + [v for k in range(len(row.class_ids)) for v in (
-                row.class_ids[k], row.class_names[k], f"{row.probabilities[k]:.6g}")])
+            cells = [v for k in range(len(row.class_ids)) for v in (
+                row.class_ids[k], row.class_names[k], f"{row.probabilities[k]:.6g}")]
+            writer.writerow([row.path, row.error or ""] + cells + [""] * (3 * top_k - len(cells)))
 
 
 def infer(export_dir: str, images: list[str], output: str, top_k: int = 1,

@@ -84,6 +84,21 @@ def test_initialisers_follow_the_reference_and_fan_in_is_selectable():
     assert np.abs(dense).max() <= np.sqrt(1 / 1000) and dense.std() == pytest.approx(np.sqrt(1 / 3000), rel=0.05)
 
 
+def test_zero_init_residual_starts_exactly_the_residual_blocks_as_the_identity():
+    plain = build_model("efficientnet-b0", image_size=32)
+    zero = build_model("efficientnet-b0", image_size=32, zero_init_residual=True)
+    residual = {layer.name.removesuffix("_add") for layer in zero.layers if layer.name.endswith("_add")}
+    assert len(residual) == 9  # 16 blocks, the first of each of the 7 stages changes shape
+    for layer in zero.layers:
+        if layer.name.endswith("_project_bn"):
+            block = layer.name.removesuffix("_project_bn")
+            assert np.all(layer.gamma.numpy() == (0.0 if block in residual else 1.0)), layer.name
+            assert np.all(plain.get_layer(layer.name).gamma.numpy() == 1.0)
+    blocks = keras.Model(zero.inputs, [zero.get_layer(name).output for name in ("block03_add", "block02_project_bn")])
+    out, block_input = blocks(np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32"))
+    np.testing.assert_array_equal(out.numpy(), block_input.numpy())  # block03 passes block02's output through
+
+
 def test_overrides_and_feature_extractor():
     model = build_model("efficientnet-b1", image_size=64, num_classes=5, dropout=0.5, drop_connect=0.0,
                         activation="relu", bn_momentum=0.9)

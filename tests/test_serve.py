@@ -26,7 +26,8 @@ def run(tmp_path_factory):
     run_cli("prepare", "--source", "folders", "--input", str(root / "demo"), "--output", str(root / "rec"),
             "--train-shards", "2", "--val-shards", "2", "--workers", "2", check=True)
     run_cli("train", "--data", str(root / "rec"), "--output", str(root / "run"), "--set", "train.epochs=3",
-            "--set", "train.batch_size=8", "--set", "train.lr_init=0.05", "--set", "train.lr_warmup_epochs=0", "--set", "train.ema_decay=0.5", "--set", "train.checkpoint_every=1",
+            "--set", "train.batch_size=8", "--set", "train.lr_init=0.05", "--set", "train.lr_warmup_epochs=0",
+            "--set", "model.bn_momentum=0.5",  # 21 steps: the moving statistics must catch up for inference "--set", "train.ema_decay=0.5", "--set", "train.checkpoint_every=1",
             "--set", "train.eval_every=null", check=True)
     return root
 
@@ -47,7 +48,8 @@ def hand_predictions(run, weights="ema"):
 
     model = runs.load_model(run / "run", weights)
     examples = read_split(run / "rec", "validation")
-    images = np.stack([eval_image(tf.constant(e["encoded"]), 32).numpy() for e in examples])
+    padding = json.loads((run / "run" / "train_summary.json").read_text())["crop_padding"]
+    images = np.stack([eval_image(tf.constant(e["encoded"]), 32, padding).numpy() for e in examples])
     probabilities = tf.nn.softmax(model(images, training=False)).numpy()
     return probabilities, np.array([e["label"] - 1 for e in examples]), examples
 
@@ -157,7 +159,7 @@ def test_export_loads_without_effnet_and_equals_the_keras_model(run, exported, t
     proc = subprocess.run([sys.executable, str(script), str(exported), str(tmp_path / "out.npz"), *map(str, files)],
                           cwd=tmp_path, env={**ENV, "PYTHONPATH": ""}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = np.load(tmp_path / "out.npz")
+    out = np.load(tmp_path / "out.npz", allow_pickle=True)  # class names are bytes objects
     manifest = json.loads((exported / "export.json").read_text())
     for i in range(6):
         ids = out["bytes_class_ids"][i]
@@ -165,7 +167,11 @@ def test_export_loads_without_effnet_and_equals_the_keras_model(run, exported, t
         np.testing.assert_array_equal(ids, np.argsort(-probabilities[i], kind="stable")[:10])
         assert [n.decode() for n in out["bytes_class_names"][i]] == [manifest["classes"][k]["name"] for k in ids]
     assert out["bytes_probabilities"].sum(1) == pytest.approx(1.0, abs=1e-5)  # softmax once, top-k = all
-    np.testing.assert_allclose(out["pixels_probabilities"][0], out["bytes_probabilities"][0], atol=1e-5)
+    by_id = [np.empty(10), np.empty(10)]
+    for target, kind in zip(by_id, ("pixels", "bytes")):
+        target[out[f"{kind}_class_ids"][0]] = out[f"{kind}_probabilities"][0]
+    # decode_jpeg then crop (pixels) differs from decode_and_crop_jpeg (bytes) at the crop edges' chroma
+    np.testing.assert_allclose(by_id[0], by_id[1], atol=2e-3)
     assert manifest["arch"] == "efficientnet-b0" and manifest["image_size"] == 32 and manifest["label_offset"] == 1
     assert manifest["source"]["weights"] == "ema" and manifest["onnx"] == "model.onnx"
     assert (exported / "model.onnx").stat().st_size > 1e6
@@ -187,7 +193,7 @@ def test_infer_matches_evaluate_and_reports_bad_files(run, exported, tmp_path):
     rows = {Path(r["path"]).relative_to(images).as_posix(): r for r in csv.DictReader(open(tmp_path / "p.csv"))}
     assert len(rows) == 50 + 4
     assert rows["notes.txt"]["error"].startswith("not a readable image") and rows["notes.txt"]["class_id_1"] == ""
-    assert "truncated" in rows["broken.jpg"]["error"]
+    assert "truncated" in rows["broken.jpg"]["error"].lower()
     assert rows["cmyk.jpg"]["error"] == "" and rows["alpha.png"]["error"] == ""
     val = [r for name, r in rows.items() if "/" in name]
     top1 = np.mean([r["class_name_1"] == Path(r["path"]).parent.name for r in val])

@@ -1,8 +1,8 @@
-"""``python -m effnet.bench {model,input,data,train}``: print benchmark figures."""
+"""``python -m effnet.bench {model,input,data,train,serve,accuracy}``: print benchmark figures."""
 import argparse
 import sys
 
-from effnet.bench import data, model, train
+from effnet.bench import accuracy, data, model, serve, train
 from effnet.bench import input as input_bench
 
 
@@ -13,6 +13,8 @@ def main(argv=None) -> int:
     input_bench.register(sub)
     data.register(sub)
     train.register(sub)
+    serve.register(sub)
+    accuracy.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -31,7 +31,8 @@ def _packed(encoded, label):
 
 
 def build_pipeline(*, training: bool, batch_size: int, image_size: int, seed: int, augment: str | None,
-                   device_id: int | None, num_threads: int):
+                   device_id: int | None, num_threads: int, crop_padding: int = EVAL_PADDING,
+                   min_area: float = MIN_OBJECT_COVERED):
     """The DALI pipeline of one rank: packed examples in, (float32 HWC images in [0, 255], int32 labels) out."""
     from nvidia.dali import fn, pipeline_def, types
     from nvidia.dali import math as dmath
@@ -47,7 +48,7 @@ def build_pipeline(*, training: bool, batch_size: int, image_size: int, seed: in
         if training:
             images = fn.decoders.image_random_crop(
                 encoded, device=decode_device, output_type=types.RGB,
-                random_area=[max(AREA_RANGE[0], MIN_OBJECT_COVERED), AREA_RANGE[1]],
+                random_area=[max(AREA_RANGE[0], min_area), AREA_RANGE[1]],
                 random_aspect_ratio=list(ASPECT_RANGE), num_attempts=CROP_ATTEMPTS)
             images = fn.resize(images, resize_x=image_size, resize_y=image_size, interp_type=types.INTERP_LINEAR,
                                antialias=False)
@@ -59,7 +60,7 @@ def build_pipeline(*, training: bool, batch_size: int, image_size: int, seed: in
         else:
             images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB)
             shape = fn.cast(images.shape(device="cpu"), dtype=types.FLOAT)
-            side = fn.cast(fn.cast(dmath.min(shape[0], shape[1]) * (image_size / (image_size + EVAL_PADDING)),
+            side = fn.cast(fn.cast(dmath.min(shape[0], shape[1]) * (image_size / (image_size + crop_padding)),
                                    dtype=types.INT32), dtype=types.FLOAT)
             images = fn.crop(images, crop_h=side, crop_w=side)
             images = fn.resize(images, resize_x=image_size, resize_y=image_size, interp_type=types.INTERP_LINEAR,
@@ -73,7 +74,8 @@ def build_pipeline(*, training: bool, batch_size: int, image_size: int, seed: in
 
 
 def build(plans: list[RankPlan], *, training: bool, batch_size: int, image_size: int, seed: int, first_epoch: int,
-          rank: int, augment: str | None, skip: int, device_id: int | None) -> tf.data.Dataset:
+          rank: int, augment: str | None, skip: int, device_id: int | None,
+          crop_padding: int = EVAL_PADDING, min_area: float = MIN_OBJECT_COVERED) -> tf.data.Dataset:
     """Batches of (float32 images, int32 labels) for ``plans``; evaluation pads with label -1."""
     from nvidia.dali.plugin.tf.experimental import DALIDatasetWithInputs, Input
 
@@ -87,7 +89,8 @@ def build(plans: list[RankPlan], *, training: bool, batch_size: int, image_size:
         examples = examples.concatenate(padding.repeat(plan.steps * batch_size - plan.examples))
     pipe = build_pipeline(training=training, batch_size=batch_size, image_size=image_size,
                           seed=derive_seed(seed, first_epoch, rank, 3), augment=augment, device_id=device_id,
-                          num_threads=min(8, available_cpus()))
+                          num_threads=min(8, available_cpus()), crop_padding=crop_padding,
+                          min_area=min_area)
     try:
         pipe.build()
     except RuntimeError as exc:

@@ -42,8 +42,8 @@ def _polygon(cx: float, cy: float, radius: float, sides: int, angle: float, inne
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, name: str, w: int, h: int, fg, rng: np.random.Generator) -> None:
-    r = rng.uniform(0.22, 0.4) * min(w, h)
-    cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
+    r = rng.uniform(0.25, 0.38) * min(w, h)  # near the centre: a centre crop keeps the whole outline
+    cx, cy = w / 2 + rng.uniform(-0.08, 0.08) * w, h / 2 + rng.uniform(-0.08, 0.08) * h
     angle = rng.uniform(0, 2 * math.pi)
     if name == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fg)
@@ -82,7 +82,7 @@ def _draw_texture(draw: ImageDraw.ImageDraw, name: str, w: int, h: int, fg, rng:
                 if ((x - x0) // half + (y - y0) // half) % 2 == 0:
                     draw.rectangle([x, y, min(x + half, x1), min(y + half, y1)], fill=fg)
     elif name == "dots":
-        dot = max(1.5, period / 4)
+        dot = max(1.5, period / 3)  # at 32 px smaller dots blur into a checkerboard
         for y in range(y0 + half, y1, period):
             for x in range(x0 + half, x1, period):
                 draw.ellipse([x - dot, y - dot, x + dot, y + dot], fill=fg)

@@ -54,7 +54,9 @@ def check_image(data: bytes, name: str) -> CheckedImage:
                 img.load()
                 return CheckedImage(data, height, width, converted=False)
             rgb = to_rgb(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        raise CorruptImageError(name, "not in an image format PIL reads") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise CorruptImageError(name, f"{type(exc).__name__}: {exc}") from None
     out = io.BytesIO()
     rgb.save(out, format="JPEG", quality=JPEG_QUALITY)

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from effnet.data import sharding
 from effnet.data.records import check_example
+from effnet.data.tfdata import EVAL_PADDING, MIN_OBJECT_COVERED
 from effnet.data.tfrecord import iter_records
 from effnet.errors import UserError
 from effnet.resources import local_rank
@@ -121,13 +122,16 @@ def _gpu_device_id() -> int | None:
 def build_dataset(data_dir: str | Path, split: str, *, backend: str = "tfdata", batch_size: int, image_size: int,
                   rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0, epochs: int = 1, skip: int = 0,
                   steps_per_epoch: int | None = None, augment: str | None = None, training: bool | None = None,
-                  device_id: int | None | str = "auto") -> Batches:
+                  device_id: int | None | str = "auto", crop_padding: int = EVAL_PADDING,
+                  crop_min_area: float = MIN_OBJECT_COVERED) -> Batches:
     """Batches of ``split`` ("train" or "validation") from the shards in ``data_dir`` for ``rank``.
 
-    ``training`` defaults to ``split == "train"``: random-resized crop, random flip and
+    ``training`` defaults to ``split == "train"``: random-resized crop (at least ``crop_min_area``
+    of the image, the reference's 0.1 by default), random flip and
     ``augment``, over ``epochs`` epochs from ``epoch`` leaving out the first ``skip`` batches,
     each epoch cut to ``steps_per_epoch`` batches if given;
-    otherwise centre crop, every example exactly once across ranks (one epoch).
+    otherwise centre crop (``image_size / (image_size + crop_padding)`` of the shorter side, the
+    reference's padding by default), every example exactly once across ranks (one epoch).
     ``backend="dali"`` decodes and augments with DALI; ``device_id="auto"`` uses the rank's
     local GPU if there is one, else the CPU.
     """
@@ -146,11 +150,14 @@ def build_dataset(data_dir: str | Path, split: str, *, backend: str = "tfdata", 
     if backend == "tfdata":
         from effnet.data import tfdata
         ds = (tfdata.train_batches(plans, batch_size=batch_size, image_size=image_size, seed=seed,
-                                   first_epoch=epoch, rank=rank, augment=augment, skip=skip) if training
-              else tfdata.eval_batches(plans[0], batch_size=batch_size, image_size=image_size))
+                                   first_epoch=epoch, rank=rank, augment=augment, skip=skip,
+                                   min_area=crop_min_area) if training
+              else tfdata.eval_batches(plans[0], batch_size=batch_size, image_size=image_size,
+                                       crop_padding=crop_padding))
     else:
         from effnet.data import dali
         ds = dali.build(plans, training=training, batch_size=batch_size, image_size=image_size, seed=seed,
                         first_epoch=epoch, rank=rank, augment=augment, skip=skip,
-                        device_id=_gpu_device_id() if device_id == "auto" else device_id)
+                        device_id=_gpu_device_id() if device_id == "auto" else device_id,
+                        crop_padding=crop_padding, min_area=crop_min_area)
     return Batches(ds, plans, batch_size, training, epoch, skip)

@@ -26,7 +26,7 @@ AREA_RANGE = (0.05, 1.0)
 MIN_OBJECT_COVERED = 0.1
 ASPECT_RANGE = (0.75, 1.33)
 CROP_ATTEMPTS = 100
-EVAL_PADDING = 32
+EVAL_PADDING = 32  # the reference's crop padding: the centre crop is image_size / (image_size + 32)
 SHUFFLE_BUFFER = 10_000
 READ_BUFFER = 8 << 20
 
@@ -40,19 +40,20 @@ def _parse(record, path, label_offset: int):
     return encoded, tf.cast(features["image/class/label"], tf.int32) - label_offset
 
 
-def center_crop_window(shape, image_size: int):
-    """Centre square of side image_size / (image_size + 32) * min(h, w), as [y, x, h, w]."""
+def center_crop_window(shape, image_size: int, crop_padding: int = EVAL_PADDING):
+    """Centre square of side image_size / (image_size + crop_padding) * min(h, w), as [y, x, h, w]."""
     h, w = shape[0], shape[1]
-    side = tf.cast(tf.cast(tf.minimum(h, w), tf.float32) * (image_size / (image_size + EVAL_PADDING)), tf.int32)
+    side = tf.cast(tf.cast(tf.minimum(h, w), tf.float32) * (image_size / (image_size + crop_padding)), tf.int32)
     side = tf.maximum(side, 1)
     return tf.stack([(h - side + 1) // 2, (w - side + 1) // 2, side, side])
 
 
-def random_crop_window(shape, seed):
-    """Random-resized-crop window as [y, x, h, w]: see AREA_RANGE; the whole image when sampling fails."""
+def random_crop_window(shape, seed, min_area: float = MIN_OBJECT_COVERED):
+    """Random-resized-crop window as [y, x, h, w] covering at least ``min_area`` of the image (the
+    reference's min_object_covered, see AREA_RANGE); the whole image when sampling fails."""
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
-        min_object_covered=MIN_OBJECT_COVERED, aspect_ratio_range=ASPECT_RANGE, area_range=AREA_RANGE,
+        min_object_covered=min_area, aspect_ratio_range=ASPECT_RANGE, area_range=AREA_RANGE,
         max_attempts=CROP_ATTEMPTS, use_image_if_no_bounding_boxes=True)
     return tf.stack([begin[0], begin[1], size[0], size[1]])
 
@@ -61,10 +62,10 @@ def _resize(image, image_size: int):
     return tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=False)  # as DALI here
 
 
-def train_image(encoded, seed, image_size: int, augment: str | None):
+def train_image(encoded, seed, image_size: int, augment: str | None, min_area: float = MIN_OBJECT_COVERED):
     """Random-resized crop, resize, random flip, optional AutoAugment/RandAugment; float32 [0, 255]."""
     seeds = tf.random.experimental.stateless_split(seed, 3)
-    window = random_crop_window(tf.io.extract_jpeg_shape(encoded), seeds[0])
+    window = random_crop_window(tf.io.extract_jpeg_shape(encoded), seeds[0], min_area)
     image = _resize(tf.io.decode_and_crop_jpeg(encoded, window, channels=3), image_size)
     image = tf.image.stateless_random_flip_left_right(image, seeds[1])
     if augment:
@@ -74,24 +75,25 @@ def train_image(encoded, seed, image_size: int, augment: str | None):
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
-def eval_image(encoded, image_size: int):
-    """Centre crop and resize of a JPEG; float32 [0, 255]."""
-    window = center_crop_window(tf.io.extract_jpeg_shape(encoded), image_size)
+def eval_image(encoded, image_size: int, crop_padding: int = EVAL_PADDING):
+    """Centre crop (see ``center_crop_window``) and resize of a JPEG; float32 [0, 255]."""
+    window = center_crop_window(tf.io.extract_jpeg_shape(encoded), image_size, crop_padding)
     image = _resize(tf.io.decode_and_crop_jpeg(encoded, window, channels=3), image_size)
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
-def eval_crop(image, image_size: int):
+def eval_crop(image, image_size: int, crop_padding: int = EVAL_PADDING):
     """``eval_image``'s centre crop and resize of a decoded uint8 HWC RGB image."""
-    y, x, h, w = tf.unstack(center_crop_window(tf.shape(image), image_size))
+    y, x, h, w = tf.unstack(center_crop_window(tf.shape(image), image_size, crop_padding))
     image = _resize(image[y:y + h, x:x + w], image_size)
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
-def eval_image_any(encoded, image_size: int):
+def eval_image_any(encoded, image_size: int, crop_padding: int = EVAL_PADDING):
     """``eval_image`` of a JPEG, PNG, GIF (first frame) or BMP: JPEGs decode exactly as in evaluation."""
-    return tf.cond(tf.io.is_jpeg(encoded), lambda: eval_image(encoded, image_size),
-                   lambda: eval_crop(tf.io.decode_image(encoded, channels=3, expand_animations=False), image_size))
+    return tf.cond(tf.io.is_jpeg(encoded), lambda: eval_image(encoded, image_size, crop_padding),
+                   lambda: eval_crop(tf.io.decode_image(encoded, channels=3, expand_animations=False), image_size,
+                                     crop_padding))
 
 
 def _read_spans(spans: tf.data.Dataset, parallel: bool, cycle_length: int) -> tf.data.Dataset:
@@ -169,17 +171,20 @@ def eval_examples(plan: RankPlan) -> tf.data.Dataset:
 
 
 def train_batches(plans: list[RankPlan], *, batch_size: int, image_size: int, seed: int, first_epoch: int,
-                  rank: int, augment: str | None, skip: int = 0) -> tf.data.Dataset:
+                  rank: int, augment: str | None, skip: int = 0,
+                  min_area: float = MIN_OBJECT_COVERED) -> tf.data.Dataset:
     """Training batches of consecutive epochs (see ``train_examples``), decoded and augmented."""
     ds = train_examples(plans, batch_size=batch_size, seed=seed, first_epoch=first_epoch, rank=rank, skip=skip)
-    ds = ds.map(lambda encoded, label, example_seed: (train_image(encoded, example_seed, image_size, augment),
-                                                      label), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda encoded, label, example_seed: (
+        train_image(encoded, example_seed, image_size, augment, min_area), label),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_batches(plan: RankPlan, *, batch_size: int, image_size: int) -> tf.data.Dataset:
+def eval_batches(plan: RankPlan, *, batch_size: int, image_size: int,
+                 crop_padding: int = EVAL_PADDING) -> tf.data.Dataset:
     """Evaluation batches of ``plan`` in order, padded with label -1 to ``plan.steps`` full batches."""
-    ds = eval_examples(plan).map(lambda encoded, label: (eval_image(encoded, image_size), label),
+    ds = eval_examples(plan).map(lambda encoded, label: (eval_image(encoded, image_size, crop_padding), label),
                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     padding = plan.steps * batch_size - plan.examples
     blank = (tf.zeros([image_size, image_size, 3], tf.float32), tf.constant(-1, tf.int32))

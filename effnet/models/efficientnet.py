@@ -108,10 +108,12 @@ class BlockOptions:
     batch_norm: str
     weight_init: str
     bn_momentum: float
+    zero_init_residual: bool = False
 
 
-def _bn(opts: BlockOptions, name: str) -> layers.Layer:
-    return batch_norm_layer(opts.batch_norm, momentum=opts.bn_momentum, epsilon=BN_EPSILON, name=name)
+def _bn(opts: BlockOptions, name: str, gamma: str = "ones") -> layers.Layer:
+    return batch_norm_layer(opts.batch_norm, momentum=opts.bn_momentum, epsilon=BN_EPSILON,
+                            gamma_initializer=gamma, name=name)
 
 
 def _conv(filters: int, kernel: int, opts: BlockOptions, name: str, strides: int = 1) -> layers.Layer:
@@ -149,8 +151,10 @@ def mbconv(x, stage: BlockStage, opts: BlockOptions, drop_rate: float, name: str
     x = layers.Activation(opts.activation, name=f"{name}_activation")(x)
     x = squeeze_excite(x, max(1, int(stage.filters_in * SE_RATIO)), opts, f"{name}_se")
     x = _conv(stage.filters_out, 1, opts, f"{name}_project_conv")(x)
-    x = _bn(opts, f"{name}_project_bn")(x)
-    if stage.stride == 1 and stage.filters_in == stage.filters_out:
+    residual = stage.stride == 1 and stage.filters_in == stage.filters_out
+    # zero_init_residual: the block starts as the identity (Goyal et al. 2017; timm's zero_init_last).
+    x = _bn(opts, f"{name}_project_bn", "zeros" if residual and opts.zero_init_residual else "ones")(x)
+    if residual:
         if drop_rate > 0:
             # Drop the whole residual branch per sample (stochastic depth).
             x = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=f"{name}_drop")(x)
@@ -172,7 +176,8 @@ def scaled_stages(variant: Variant) -> list[BlockStage]:
 def efficientnet(variant: Variant, *, name: str, num_classes: int = 1000, image_size: int | None = None,
                  include_top: bool = True, pooling: str | None = None, dropout: float | None = None,
                  drop_connect: float = 0.2, activation: str = "swish", batch_norm: str = "plain",
-                 weight_init: str = "fan_out", bn_momentum: float = BN_MOMENTUM) -> keras.Model:
+                 weight_init: str = "fan_out", bn_momentum: float = BN_MOMENTUM,
+                 zero_init_residual: bool = False) -> keras.Model:
     """Build one EfficientNet variant.
 
     ``image_size=None`` uses the variant's native resolution; ``dropout=None`` its dropout.
@@ -180,10 +185,12 @@ def efficientnet(variant: Variant, *, name: str, num_classes: int = 1000, image_
     ``batch_norm`` is "plain" or "sync" (Horovod cross-rank statistics); ``weight_init``
     is the VarianceScaling mode, "fan_out" (reference) or "fan_in". ``bn_momentum`` (0.99, the
     reference) sets how fast the batch-norm statistics move: a short run needs a smaller one, as the
-    moving variance keeps ``bn_momentum ** steps`` of its initial 1.0.
+    moving variance keeps ``bn_momentum ** steps`` of its initial 1.0. ``zero_init_residual``
+    starts each residual block's last batch-norm scale at 0 (not the reference; trains faster
+    from scratch in short runs).
     """
     size = image_size or variant.resolution
-    opts = BlockOptions(activation, batch_norm, weight_init, bn_momentum)
+    opts = BlockOptions(activation, batch_norm, weight_init, bn_momentum, zero_init_residual)
     inputs = keras.Input((size, size, 3), name="images")
     x = layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD], name="normalize")(inputs)
     x = conv_bn_act(x, round_filters(STEM_FILTERS, variant.width), 3, opts, "stem", strides=2)

@@ -120,7 +120,7 @@ class Trainer:
         self.model = build_model(m["arch"], num_classes=self.num_classes, image_size=self.image_size,
                                  dropout=m["dropout"], drop_connect=m["drop_connect"], activation=m["activation"],
                                  batch_norm=m["batch_norm"], weight_init=m["weight_init"],
-                                 bn_momentum=m["bn_momentum"])
+                                 bn_momentum=m["bn_momentum"], zero_init_residual=m["zero_init_residual"])
         self.trainable = list(self.model.trainable_variables)
         self.optimizer = recipe.optimizer(t, precision.mixed_float16)
         self.optimizer.build(self.trainable)
@@ -143,7 +143,8 @@ class Trainer:
                              batch_size=t["batch_size"], image_size=self.image_size, rank=self.world.rank,
                              world_size=self.world.size, seed=t["seed"], epoch=epoch, epochs=epochs, skip=skip,
                              steps_per_epoch=t["steps_per_epoch"] and t["steps_per_epoch"] * self.accum,
-                             augment=None if t["augment"] == "none" else t["augment"])
+                             augment=None if t["augment"] == "none" else t["augment"],
+                             crop_min_area=t["crop_min_area"])
 
     # ---- steps ------------------------------------------------------------------------------------
 
@@ -330,7 +331,8 @@ def _evaluate(trainer: Trainer, eval_step, world: World) -> dict:
     """Validation metrics of the EMA weights (raw without EMA), every example once across ranks."""
     batches = build_dataset(trainer.data_dir, "validation", backend=trainer.config["data"]["backend"],
                             batch_size=trainer.config["eval"]["batch_size"], image_size=trainer.image_size,
-                            rank=world.rank, world_size=world.size)
+                            rank=world.rank, world_size=world.size,
+                            crop_padding=trainer.config["model"]["crop_padding"])
     if trainer.ema:
         trainer.ema.swap()
     try:
@@ -357,7 +359,7 @@ def _write_outputs(trainer: Trainer, last: dict, eval_metrics: dict | None, rate
         "wall_seconds": round(wall, 3), "precision": trainer.precision.policy,
         "resumed_from_step": meta["step"] if meta else None,
         "weights": {"raw": runs.RAW_MODEL, "ema": runs.EMA_MODEL if trainer.ema else None},
-        "classes": trainer.classes,
+        "classes": trainer.classes, "crop_padding": trainer.config["model"]["crop_padding"],
     }
     write_json(out / runs.SUMMARY, summary)
     print(f"train: {out / runs.SUMMARY} ({summary['steps']} steps, "

@@ -3,6 +3,9 @@
 # killed stage resumes; only the manifests are declared outputs, which Snakemake
 # deletes on failure while the finished shards stay.
 
+# SLURM/local resources and the srun/Pyxis launch of each stage, from config['cluster'] (workflow/scripts/launch.py)
+from workflow.scripts.launch import attempts, launch_prefix, rule_resources
+
 
 rule demo_data:
     output:
@@ -10,10 +13,14 @@ rule demo_data:
     params:
         seed=DATA["seed"],
         per_class=DATA["demo_images_per_class"],
+    resources:
+        **rule_resources(config, "demo_data"),
+        launch=launch_prefix(config, "demo_data"),
+    retries: attempts(config)
     log:
         f"{logs}/demo_data.log",
     shell:
-        "python -m effnet demo-data --output {output} --seed {params.seed} "
+        "{resources.launch} python -m effnet demo-data --output {output} --seed {params.seed} "
         "--train-per-class {params.per_class} > {log} 2>&1"
 
 
@@ -27,10 +34,14 @@ rule prepare:
         out=parent_of_output,
         options=prepare_options,
     threads: workflow.cores
+    resources:
+        **rule_resources(config, "prepare"),
+        launch=launch_prefix(config, "prepare"),
+    retries: attempts(config)
     log:
         f"{logs}/prepare.log",
     shell:
-        "python -m effnet prepare --source {params.source} --input {input} --output {params.out} "
+        "{resources.launch} python -m effnet prepare --source {params.source} --input {input} --output {params.out} "
         "--workers {threads} {params.options} > {log} 2>&1"
 
 
@@ -42,7 +53,11 @@ rule index:
     params:
         records=parent_of_input,
         out=parent_of_output,
+    resources:
+        **rule_resources(config, "index"),
+        launch=launch_prefix(config, "index"),
+    retries: attempts(config)
     log:
         f"{logs}/index.log",
     shell:
-        "python -m effnet index --tfrecords {params.records} --output {params.out} > {log} 2>&1"
+        "{resources.launch} python -m effnet index --tfrecords {params.records} --output {params.out} > {log} 2>&1"

@@ -2,6 +2,9 @@
 # Each stage writes its declared output last (evaluate, infer) or renames it into place whole
 # (export), so a killed stage leaves nothing a rerun would trust.
 
+# SLURM/local resources and the srun/Pyxis launch of each stage, from config['cluster'] (workflow/scripts/launch.py)
+from workflow.scripts.launch import attempts, launch_prefix, rule_resources
+
 
 rule evaluate:
     input:
@@ -14,10 +17,14 @@ rule evaluate:
         run=lambda wildcards, input: str(Path(input.summary).parent),
         records=lambda wildcards, input: str(Path(input.records).parent),
         config=config_overrides("eval", "data.backend"),
+    resources:
+        **rule_resources(config, "evaluate"),
+        launch=launch_prefix(config, "evaluate"),
+    retries: attempts(config)
     log:
         f"{logs}/evaluate.log",
     shell:
-        "python -m effnet evaluate --model {params.run} --data {params.records} --output {output.metrics} "
+        "{resources.launch} python -m effnet evaluate --model {params.run} --data {params.records} --output {output.metrics} "
         "--confusion-png {output.confusion} {params.config} > {log} 2>&1"
 
 
@@ -31,10 +38,14 @@ rule export:
         weights=config["eval"]["weights"],
         top_k=config["export"]["top_k"],
         onnx="--onnx" if config["export"]["onnx"] else "",
+    resources:
+        **rule_resources(config, "export"),
+        launch=launch_prefix(config, "export"),
+    retries: attempts(config)
     log:
         f"{logs}/export.log",
     shell:
-        "python -m effnet export --model {params.run} --output {output} --weights {params.weights} "
+        "{resources.launch} python -m effnet export --model {params.run} --output {output} --weights {params.weights} "
         "--top-k {params.top_k} {params.onnx} > {log} 2>&1"
 
 
@@ -48,8 +59,12 @@ rule infer:
         images=infer_images,
         top_k=config["infer"]["top_k"],
         batch_size=config["infer"]["batch_size"],
+    resources:
+        **rule_resources(config, "infer"),
+        launch=launch_prefix(config, "infer"),
+    retries: attempts(config)
     log:
         f"{logs}/infer.log",
     shell:
-        "python -m effnet infer --model {input.model} --images {params.images} --output {output} "
+        "{resources.launch} python -m effnet infer --model {input.model} --images {params.images} --output {output} "
         "--top-k {params.top_k} --batch-size {params.batch_size} > {log} 2>&1"

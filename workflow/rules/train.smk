@@ -3,6 +3,9 @@
 # the outputs of a failed job, and a job stopped by a time limit (exit status 75, after writing a
 # checkpoint) must keep them for the retry (`--retries`) that resumes it.
 
+# SLURM/local resources and the srun/Pyxis launch of each stage, from config['cluster'] (workflow/scripts/launch.py)
+from workflow.scripts.launch import attempts, launch_prefix, rule_resources
+
 
 rule train:
     input:
@@ -16,7 +19,11 @@ rule train:
         out=parent_of_output,
         config=config_overrides("data", "model", "train", "eval.batch_size"),
     threads: workflow.cores
+    resources:
+        **rule_resources(config, "train"),
+        launch=launch_prefix(config, "train"),
+    retries: attempts(config)
     log:
         f"{logs}/train.log",
     shell:
-        "python -m effnet train --data {params.records} --output {params.out} {params.config} > {log} 2>&1"
+        "{resources.launch} python -m effnet train --data {params.records} --output {params.out} {params.config} > {log} 2>&1"

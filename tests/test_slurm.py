@@ -1,0 +1,251 @@
+"""The SLURM profile: resources and launch lines from the config (unit), and the demo DAG through a real
+one-node SLURM cluster on localhost (sbatch, srun, 2 fake GPUs, a stand-in Pyxis plugin), including a
+train job that reaches its time limit, checkpoints on SIGUSR1, is resubmitted and resumes."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+sys.path.insert(0, str(REPO / "tests"))
+import launch  # noqa: E402
+from slurm.cluster import BATCH_STEP, Cluster, unavailable  # noqa: E402
+
+from effnet.config import validate  # noqa: E402
+
+IMAGE = "registry.example.com/team/effnet:test"
+PYXIS_IMAGE = "registry.example.com#team/effnet:test"
+
+
+def demo_config(**cluster) -> dict:
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["cluster"].update(cluster)
+    return validate(config)
+
+
+def readme_commands() -> list[str]:
+    """The commands of the README's "Running on SLURM" code block (comments dropped)."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Running on SLURM\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+# -- unit: config -> resources and launch lines ------------------------------------------------------
+def test_pyxis_image_names():
+    assert launch.pyxis_image("nvcr.io/nvidia/tensorflow:25.02-tf2-py3") == "nvcr.io#nvidia/tensorflow:25.02-tf2-py3"
+    assert launch.pyxis_image("localhost:5000/x:1") == "localhost:5000#x:1"
+    assert launch.pyxis_image("ubuntu:22.04") == "ubuntu:22.04"  # Docker Hub: no registry part
+    assert launch.pyxis_image("nvidia/cuda:12.4") == "nvidia/cuda:12.4"
+    assert launch.pyxis_image("/images/tf.sqsh") == "/images/tf.sqsh"
+    assert launch.pyxis_image("nvcr.io#nvidia/tensorflow:25.02") == "nvcr.io#nvidia/tensorflow:25.02"
+
+
+def test_resources_per_rule_from_the_cluster_section():
+    config = demo_config(partition="cpu", gpu_partition="gpu", account="proj", qos="high", nodes=2,
+                         gpus_per_node=4, mpi="pmix", signal_seconds=120, runtime_growth=2.0, max_runtime=100)
+    config["cluster"]["jobs"]["train"].update(runtime=30, cpus=6, mem_mb=9000)
+    train = launch.rule_resources(config, "train")
+    assert {k: v for k, v in train.items() if k != "runtime"} == {
+        "mem_mb": 9000, "cpus_per_task": 6, "slurm_partition": "gpu", "slurm_account": "proj", "qos": "high",
+        "nodes": 2, "mpi": "srun", "tasks": 8, "gres": "gpu:4", "tasks_per_gpu": 1,
+        "slurm_extra": "--signal=USR1@120"}
+    assert [train["runtime"](None, a) for a in (1, 2, 3, 4)] == [30, 60, 100, 100]  # grows, capped
+    prepare = launch.rule_resources(config, "prepare")
+    assert prepare["slurm_partition"] == "cpu" and prepare["cpus_per_task"] == 2 and "gpu" not in prepare
+    for rule in ("evaluate", "export", "infer"):
+        assert launch.rule_resources(config, rule)["gpu"] == 1
+    config["cluster"]["jobs"]["index"]["partition"] = "short"
+    assert launch.rule_resources(config, "index")["slurm_partition"] == "short"
+    single = demo_config(gpus_per_node=1)
+    resources = launch.rule_resources(single, "train")
+    assert "mpi" not in resources and resources["gpu"] == 1  # one rank: the plugin's own srun step
+    assert "gpu" not in launch.rule_resources(demo_config(gpus_per_node=0), "evaluate")
+    assert launch.attempts(config) == config["cluster"]["max_attempts"] - 1
+
+
+def test_launch_lines_and_container_options(tmp_path):
+    plain = demo_config(gpus_per_node=2)
+    assert launch.container_options(plain) == []
+    prefix = shlex.split(launch.launch_prefix(plain, "train"))
+    assert not any(a.startswith("--container") for a in prefix)
+    config = demo_config(gpus_per_node=2, mpi="none", container_image=IMAGE, container_mounts="/data:/data:ro")
+    config["run_dir"] = str(tmp_path / "run")
+    config["data"]["input"] = "/data/imagenet"  # under a configured mount: not mounted twice
+    options = launch.container_options(config, workdir=str(REPO))
+    assert options == [f"--container-image={PYXIS_IMAGE}",
+                       f"--container-mounts=/data:/data:ro,{REPO}:{REPO},{tmp_path}/run:{tmp_path}/run",
+                       f"--container-workdir={REPO}", "--no-container-mount-home"]
+    args = launch.parse_args(shlex.split(launch.launch_prefix(config, "train", workdir=str(REPO)))[2:]
+                             + ["python", "-m", "effnet", "train"])
+    assert launch.srun_command(args) == [
+        "srun", "--nodes=1", "--ntasks=2", "--ntasks-per-node=2", "--kill-on-bad-exit=1", "--mpi=none",
+        "--gpus-per-task=1", "--cpus-per-task=2", *options, "python", "-m", "effnet", "train"]
+    assert launch.local_command(args) == ["horovodrun", "-np", "2", "-H", "localhost:2", "python", "-m", "effnet",
+                                          "train"]
+    pmix = demo_config(nodes=2, gpus_per_node=8, mpi="pmi2")
+    args = launch.parse_args(shlex.split(launch.launch_prefix(pmix, "train"))[2:] + ["python", "x.py"])
+    assert launch.srun_command(args)[:6] == ["srun", "--nodes=2", "--ntasks=16", "--ntasks-per-node=8",
+                                             "--kill-on-bad-exit=1", "--mpi=pmi2"]
+    # a single-task stage: in the helper's own step without an image, else an overlapping step in the image
+    args = launch.parse_args(shlex.split(launch.launch_prefix(plain, "index"))[2:] + ["python", "-m", "effnet"])
+    assert launch.srun_command(args) is None and launch.local_command(args) == ["python", "-m", "effnet"]
+    args = launch.parse_args(shlex.split(launch.launch_prefix(config, "index", str(REPO)))[2:] + ["python"])
+    assert launch.srun_command(args, {"SLURM_CPUS_PER_TASK": "3"}) == [
+        "srun", "--overlap", "--nodes=1", "--ntasks=1", "--cpus-per-task=3", *options, "python"]
+
+
+def test_unworkable_cluster_values_are_refused():
+    config = demo_config(signal_seconds=1800)  # the demo's train limit is 30 min
+    with pytest.raises(launch.LaunchError, match="signal_seconds"):
+        launch.rule_resources(config, "train")
+    config = demo_config(max_runtime=15)
+    with pytest.raises(launch.LaunchError, match="prepare.runtime=20 exceeds"):
+        launch.launch_prefix(config, "prepare")
+
+
+def snakemake_env(extra_path: str = "") -> dict:
+    venv_bin = os.path.dirname(sys.executable)
+    return {**os.environ, "PATH": f"{extra_path}{venv_bin}:{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("cluster: {mpi: openmpi}", "instance['cluster']['mpi']"),
+    ("cluster: {container_mounts: '/a:/b, /c'}", "instance['cluster']['container_mounts']"),
+    ("cluster: {signal_seconds: 7200}", "signal_seconds=7200"),
+    ("cluster: {jobs: {train: {runtime: 0}}}", "instance['cluster']['jobs']['train']['runtime']"),
+])
+def test_a_bad_value_stops_before_any_submission(tmp_path, override, message):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name in ("sbatch", "srun"):  # would leave a trace if anything were submitted
+        (fake / name).write_text(f"#!/bin/sh\ntouch {tmp_path}/submitted\nexit 1\n")
+        (fake / name).chmod(0o755)
+    (tmp_path / "bad.yaml").write_text(f"run_dir: {tmp_path}/run\n{override}\n")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "--profile", "profiles/slurm", "--configfile",
+                           "config/config.yaml", str(tmp_path / "bad.yaml")], cwd=REPO, capture_output=True,
+                          text=True, env=snakemake_env(f"{fake}:"), timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "submitted").exists() and not (tmp_path / "run").exists()
+
+
+def test_local_profile_plans_the_same_dag(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "-n", "--profile", "profiles/local",
+                           "--configfile", "config/config.yaml", str(_write(tmp_path / "o.yaml", {
+                               "run_dir": str(tmp_path / "run")}))],
+                          cwd=REPO, capture_output=True, text=True, env=snakemake_env(), timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-2000:]
+    for rule in ("demo_data", "prepare", "index", "train", "evaluate", "export", "infer"):
+        assert f"rule {rule}:" in out
+    assert "workflow/scripts/launch.py --rule train" in out and "--container" not in out
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_readme_documents_the_commands_the_tests_run():
+    commands = readme_commands()
+    assert DEMO_COMMAND.format(override="my-cluster.yaml") in commands
+    assert "snakemake all --profile profiles/slurm --configfile config/imagenet-b0.yaml" in commands
+    assert "snakemake all --profile profiles/local --configfile config/imagenet-b0.yaml" in commands
+
+
+# -- a real SLURM cluster ----------------------------------------------------------------------------
+DEMO_COMMAND = "snakemake all --profile profiles/slurm --configfile config/config.yaml {override}"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    cluster = Cluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# Training long enough to outlast its first time limit: 4 min, SIGUSR1 150 s before it (SLURM sends it up to
+# ~30 s early, so 60-90 s after the start: after the ranks' signal handlers, ~35 s, and often during the first
+# step's graph building, which took 60-150 s for 2 ranks on the 2-core test machine); 8 epochs of the demo's
+# 15 steps of 2 ranks x 32 images, no periodic checkpoint (the one resumed from is the signal's). The retry
+# gets 8 min, enough to finish.
+EPOCHS, STEPS_PER_EPOCH = 8, 15
+TRAIN_STEPS = EPOCHS * STEPS_PER_EPOCH
+
+
+def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    run = tmp_path / "run"
+    override = _write(tmp_path / "override.yaml", {
+        "run_dir": str(run),
+        "train": {"epochs": EPOCHS, "eval_every": None, "log_every": 10, "checkpoint_every": 100},
+        "cluster": {"gpus_per_node": 2, "mpi": "none", "container_image": IMAGE,
+                    "container_mounts": f"{data}:/data", "signal_seconds": 150, "runtime_growth": 2.0,
+                    "jobs": {"train": {"runtime": 4, "cpus": 1, "mem_mb": 4000}}},
+    })
+    command = shlex.split(DEMO_COMMAND.format(override=override))
+    assert command[0] == "snakemake"
+    env = cluster.env(snakemake_env())
+    env["PATH"] = f"{cluster.bin}:{env['PATH']}"
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", *command], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=1500)
+    took = time.monotonic() - start
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{out[-6000:]}\n{cluster.logs()}"
+    print(f"demo DAG through SLURM: {took:.0f} s")
+
+    # every stage ran, training resumed after its time limit with the steps of an uninterrupted run
+    summary = json.loads((run / "train/train_summary.json").read_text())
+    assert summary["steps"] == TRAIN_STEPS and summary["world_size"] == 2
+    assert summary["resumed_from_step"] and 0 < summary["resumed_from_step"] < TRAIN_STEPS
+    assert json.loads((run / "evaluate/metrics.json").read_text())["examples"] == 250
+    assert (run / "export/export.json").exists() and (run / "infer/predictions.csv").exists()
+
+    jobs = {}  # SLURM's view: each job's rule (the plugin's comment), time limit and state
+    for line in subprocess.run(["squeue", "--states=all", "-h", "-o", "%i|%k|%l|%T"], env=env, capture_output=True,
+                               text=True, check=True).stdout.splitlines():
+        job, comment, limit, state = line.split("|")
+        jobs[int(job)] = (comment, limit, state)
+    train_jobs = sorted(j for j, (c, _, _) in jobs.items() if c == "rule_train")
+    assert len(train_jobs) == 2, jobs  # one resubmission
+    assert [jobs[j][1] for j in train_jobs] == ["4:00", "8:00"]  # runtime x 2 on the retry
+    assert jobs[train_jobs[0]][2] in ("FAILED", "TIMEOUT") and jobs[train_jobs[1]][2] == "COMPLETED"
+
+    # Pyxis options: exactly on the srun that starts each stage, never on a batch script or Snakemake
+    mounts = f"{data}:/data,{REPO}:{REPO},{run}:{run}"
+    records = cluster.pyxis_records()
+    mine = [r for r in records if r["job"] in jobs and jobs[r["job"]][0].startswith("rule_")]
+    stages = {}
+    for r in mine:
+        if r["step"] == BATCH_STEP or "-m snakemake" in r["argv"]:
+            assert r["image"] is None and r["mounts"] is None, r
+            continue
+        stage = re.search(r"-m effnet (\S+)", r["argv"]).group(1)
+        stages.setdefault(stage, []).append(r)
+        assert (r["image"], r["mounts"], r["workdir"], r["no_mount_home"]) == (PYXIS_IMAGE, mounts, str(REPO), True)
+    assert sorted(stages) == ["demo-data", "evaluate", "export", "index", "infer", "prepare", "train"]
+    by_job = {}
+    for r in stages["train"]:
+        by_job.setdefault(r["job"], set()).add(r["task"])
+    assert by_job == {j: {0, 1} for j in train_jobs}  # 2 ranks per attempt, one srun each
