@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from effnet import provenance
 from effnet.errors import UserError
 
 # Modules that define a stage, in pipeline order.
@@ -32,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen stage; return its exit code."""
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    provenance.log(argv, getattr(args, "config", None), getattr(args, "set", None))
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import re
 import shutil
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 SETUP_HINT = "run ./setup.sh env (or use the NGC TensorFlow container, see Dockerfile)"
@@ -106,8 +109,80 @@ def check_slurm(required: bool) -> Check:
     missing = [c for c in SLURM_COMMANDS if shutil.which(c) is None]
     if missing:
         return Check("slurm", False, "missing commands: " + " ".join(missing),
-                     "run on a SLURM login node, or apt-get install slurm-client", required)
+                     "run on the cluster's login node (or `module load slurm`); on a Debian workstation "
+                     "apt-get install slurm-client", required)
     return Check("slurm", True, "commands found: " + " ".join(SLURM_COMMANDS), required=required)
+
+
+def _output(*command: str) -> str | None:
+    """stdout+stderr of ``command``, None when it cannot run."""
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout + proc.stderr
+
+
+def check_pyxis(image: str | None) -> Check:
+    """Pyxis's options in ``srun --help`` when stages run in a container."""
+    if not image:
+        return Check("pyxis", True, "not needed (cluster.container_image is null)")
+    help_text = _output("srun", "--help") or ""
+    if "--container-image" not in help_text:
+        return Check("pyxis", False, "srun --help lists no --container-image: Pyxis is not installed",
+                     "ask the admins for Pyxis + enroot on the compute nodes, or set cluster.container_image: null "
+                     "and use ./setup.sh env on the nodes")
+    return Check("pyxis", True, "srun knows --container-image, --container-mounts")
+
+
+def check_mpi(kind: str) -> Check:
+    """The configured ``srun --mpi`` type among ``srun --mpi=list``'s."""
+    if kind == "none":
+        return Check("srun-mpi", True, "none (gloo rendezvous started by the job)")
+    listed = _output("srun", "--mpi=list") or ""
+    types = sorted(set(re.findall(r"\b(pmix(?:_v\d+)?|pmi2|cray_shasta|none)\b", listed)))
+    if kind not in types:
+        found = ", ".join(types) or "nothing (" + (listed.strip().splitlines() or ["srun did not run"])[0] + ")"
+        return Check("srun-mpi", False, f"{kind} not among srun --mpi=list: {found}",
+                     "set cluster.mpi to one of those (pmi2 works with the NGC image's Horovod too), "
+                     "or none for a gloo-only Horovod")
+    return Check("srun-mpi", True, f"{kind} (available: {', '.join(types)})")
+
+
+def check_gpus_per_node(wanted: int) -> Check:
+    """At least ``wanted`` GPUs (gres) on some node of ``sinfo``."""
+    if wanted == 0:
+        return Check("gpus-per-node", True, "0 configured (CPU training)")
+    gres = _output("sinfo", "-h", "-o", "%G") or ""
+    counts = [int(n) for n in re.findall(r"gpu(?::[^:,()\s]+)?:(\d+)", gres)]
+    if not counts or max(counts) < wanted:
+        return Check("gpus-per-node", False, f"cluster.gpus_per_node={wanted}, sinfo's largest gres: "
+                     f"{max(counts) if counts else 'no gpu gres'}",
+                     "set cluster.gpus_per_node to the GPUs of one node (sinfo -o '%N %G')")
+    return Check("gpus-per-node", True, f"{wanted} configured, up to {max(counts)} per node")
+
+
+IMAGE_REFERENCE = re.compile(r"^(?:[\w.-]+(?::\d+)?[/#])?[a-z0-9._/-]+(?::[\w.-]+)?(?:@sha256:[0-9a-f]{64})?$")
+
+
+def check_image_reference(image: str | None) -> Check:
+    """A well-formed registry/name:tag (or registry#name:tag) reference, or an existing .sqsh file."""
+    if not image:
+        return Check("container-image", True, "none")
+    if image.endswith(".sqsh"):
+        ok = Path(image).is_file()
+        return Check("container-image", ok, image if ok else f"{image}: no such file",
+                     "" if ok else "enroot import the image to that path first (README, Docker)")
+    if not IMAGE_REFERENCE.match(image) or ":" not in image.rsplit("/", 1)[-1]:
+        return Check("container-image", False, f"{image!r} is not registry/name:tag",
+                     "use e.g. nvcr.io/nvidia/tensorflow:25.02-tf2-py3 (a pinned tag, not latest)")
+    return Check("container-image", True, image)
+
+
+def cluster_checks(cluster: dict) -> list[Check]:
+    """What a first run on a new cluster needs, from the config's ``cluster`` section."""
+    return [check_pyxis(cluster["container_image"]), check_mpi(cluster["mpi"]),
+            check_gpus_per_node(cluster["gpus_per_node"]), check_image_reference(cluster["container_image"])]
 
 
 def check_gpus(required: bool) -> Check:
@@ -123,17 +198,23 @@ def check_gpus(required: bool) -> Check:
     return Check("gpus", True, f"{len(gpus)}: " + ", ".join(g.name for g in gpus), required=required)
 
 
-def run_checks(cluster: bool = False) -> list[Check]:
-    """Run every check; SLURM and GPUs are required only when ``cluster`` is set."""
-    return [
+def run_checks(cluster: dict | None = None) -> list[Check]:
+    """Run every check; with a config's ``cluster`` section also SLURM, GPUs and the cluster checks."""
+    checks = [
         check_tensorflow(), check_horovod(), check_dali(), check_dali_tf_plugin(),
         check_snakemake(), check_slurm_plugin(), check_python_deps(),
-        check_slurm(required=cluster), check_gpus(required=cluster),
+        check_slurm(required=cluster is not None), check_gpus(required=cluster is not None),
     ]
+    return checks + (cluster_checks(cluster) if cluster is not None else [])
 
 
 def main(args: argparse.Namespace) -> int:
-    checks = run_checks(cluster=args.cluster)
+    cluster = None
+    if args.cluster:
+        from effnet.config import load_config
+
+        cluster = load_config(args.config)["cluster"]
+    checks = run_checks(cluster)
     for c in checks:
         status = "ok  " if c.ok else ("FAIL" if c.required else "warn")
         print(f"{status} {c.name:32s} {c.detail}")
@@ -152,5 +233,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "doctor", help="check the installed stack (TF, Horovod, DALI, Snakemake, SLURM, GPUs)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cluster", action="store_true",
-                        help="also require SLURM commands and at least one GPU (use on a cluster node)")
+                        help="also require SLURM and a GPU, and check Pyxis, the --mpi type, GPUs per node and the "
+                             "container image of --config's cluster section (run on a GPU node of the cluster)")
+    parser.add_argument("--config", default="config/config.yaml",
+                        help="the config whose cluster section --cluster checks (default config/config.yaml)")
     parser.set_defaults(func=main)

@@ -79,3 +79,37 @@ def test_doctor_cluster_mode_requires_gpus_and_slurm(cli, installed_tf):
     else:
         assert "missing: slurm:" not in proc.stdout and lines["slurm"].startswith("ok  ")
     assert proc.returncode == (1 if no_slurm or not installed_tf["gpus"] else 0), proc.stdout
+
+
+def fake_slurm(tmp_path, monkeypatch, help_text: str, mpi_types: str, gres: str) -> None:
+    """srun and sinfo on PATH answering as a cluster would (the checks read only their output)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "srun").write_text(f'#!/bin/sh\nif [ "$1" = --mpi=list ]; then printf "{mpi_types}"; '
+                                  f'else printf -- "{help_text}"; fi\n')
+    (bin_dir / "sinfo").write_text(f'#!/bin/sh\nprintf "{gres}"\n')
+    for tool in ("srun", "sinfo"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_cluster_checks_name_what_is_missing_and_the_fix(tmp_path, monkeypatch):
+    from effnet.doctor import cluster_checks
+
+    cluster = {"container_image": "nvcr.io/nvidia/tensorflow:25.02-tf2-py3", "mpi": "pmix", "gpus_per_node": 8}
+    fake_slurm(tmp_path, monkeypatch, "Usage: srun [OPTIONS...]\\n  --mpi=type\\n",
+               "MPI plugin types are...\\n\\tnone\\n\\tpmi2\\n", "gpu:4(S:0-1)\\n(null)\\n")
+    checks = {c.name: c for c in cluster_checks(cluster)}
+    assert not checks["pyxis"].ok and "Pyxis is not installed" in checks["pyxis"].detail
+    assert not checks["srun-mpi"].ok and "pmix not among srun --mpi=list: none, pmi2" in checks["srun-mpi"].detail
+    assert not checks["gpus-per-node"].ok and "largest gres: 4" in checks["gpus-per-node"].detail
+    assert checks["container-image"].ok
+    assert all(c.fix for c in checks.values() if not c.ok)
+
+    fake_slurm(tmp_path / "pyxis", monkeypatch, "  --container-image=[USER@][REGISTRY#]IMAGE[:TAG]\\n",
+               "MPI plugin types are...\\n\\tnone\\n\\tpmix\\n\\tpmi2\\n", "gpu:a100:8(S:0-1)\\n")
+    assert all(c.ok for c in cluster_checks(cluster))
+    untagged = {c.name: c for c in cluster_checks({**cluster, "container_image": "nvcr.io/nvidia/tensorflow"})}
+    assert not untagged["container-image"].ok and "not registry/name:tag" in untagged["container-image"].detail
+    missing = {c.name: c for c in cluster_checks({**cluster, "container_image": str(tmp_path / "x.sqsh")})}
+    assert not missing["container-image"].ok and "no such file" in missing["container-image"].detail

@@ -74,6 +74,7 @@ def test_resources_per_rule_from_the_cluster_section():
     assert "mpi" not in resources and resources["gpu"] == 1  # one rank: the plugin's own srun step
     assert "gpu" not in launch.rule_resources(demo_config(gpus_per_node=0), "evaluate")
     assert launch.attempts(config) == config["cluster"]["max_attempts"] - 1
+    assert launch.attempts(config, main_process=False) == 0  # no retry inside the job
 
 
 def test_launch_lines_and_container_options(tmp_path):
@@ -247,5 +248,5 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
     assert sorted(stages) == ["demo-data", "evaluate", "export", "index", "infer", "prepare", "train"]
     by_job = {}
     for r in stages["train"]:
-        by_job.setdefault(r["job"], set()).add(r["task"])
-    assert by_job == {j: {0, 1} for j in train_jobs}  # 2 ranks per attempt, one srun each
+        by_job.setdefault(r["job"], []).append(r["task"])
+    assert {j: sorted(t) for j, t in by_job.items()} == {j: [0, 1] for j in train_jobs}  # one srun of 2 ranks each

@@ -16,7 +16,7 @@ rule demo_data:
     resources:
         **rule_resources(config, "demo_data"),
         launch=launch_prefix(config, "demo_data"),
-    retries: attempts(config)
+    retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/demo_data.log",
     shell:
@@ -37,7 +37,7 @@ rule prepare:
     resources:
         **rule_resources(config, "prepare"),
         launch=launch_prefix(config, "prepare"),
-    retries: attempts(config)
+    retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/prepare.log",
     shell:
@@ -56,7 +56,7 @@ rule index:
     resources:
         **rule_resources(config, "index"),
         launch=launch_prefix(config, "index"),
-    retries: attempts(config)
+    retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/index.log",
     shell:

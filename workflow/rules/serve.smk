@@ -20,7 +20,7 @@ rule evaluate:
     resources:
         **rule_resources(config, "evaluate"),
         launch=launch_prefix(config, "evaluate"),
-    retries: attempts(config)
+    retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/evaluate.log",
     shell:
@@ -41,7 +41,7 @@ rule export:
     resources:
         **rule_resources(config, "export"),
         launch=launch_prefix(config, "export"),
-    retries: attempts(config)
+    retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/export.log",
     shell:
@@ -62,7 +62,7 @@ rule infer:
     resources:
         **rule_resources(config, "infer"),
         launch=launch_prefix(config, "infer"),
-    retries: attempts(config)
+    retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/infer.log",
     shell:

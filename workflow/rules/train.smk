@@ -22,7 +22,7 @@ rule train:
     resources:
         **rule_resources(config, "train"),
         launch=launch_prefix(config, "train"),
-    retries: attempts(config)
+    retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/train.log",
     shell:

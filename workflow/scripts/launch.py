@@ -52,9 +52,11 @@ def runtime(cluster: dict, rule: str, attempt: int) -> int:
     return min(minutes, cluster["max_runtime"]) if cluster["max_runtime"] else minutes
 
 
-def attempts(config: dict) -> int:
-    """Snakemake `retries` of every rule: max_attempts submissions in all."""
-    return config["cluster"]["max_attempts"] - 1
+def attempts(config: dict, main_process: bool = True) -> int:
+    """Snakemake `retries` of every rule: max_attempts submissions in all, counted by the Snakemake that
+    submits; 0 in the Snakemake that runs the rule inside a SLURM job (its retries would rerun a stage
+    stopped by its time limit in the same allocation, and use up the time the resubmission is for)."""
+    return config["cluster"]["max_attempts"] - 1 if main_process else 0
 
 
 def check(config: dict) -> None:
