@@ -152,9 +152,21 @@ main() {
   say "setup finished in $((SECONDS - start)) s"
   export PATH="$PWD/$VENV/bin:$PATH"
   case "$action" in
-    demo) python -m effnet doctor && snakemake --cores all all ;;
+    demo) python -m effnet doctor && snakemake --cores all all && demo_summary ;;
     test) python -m pytest ;;
   esac
+}
+
+# Where the demo's results are, with its validation top-1.
+demo_summary() {
+  local run; run=$(python -c 'import yaml; print(yaml.safe_load(open("config/config.yaml"))["run_dir"])')
+  python - "$run" <<'PY'
+import json, sys
+run = sys.argv[1]
+top1 = json.load(open(f"{run}/evaluate/metrics.json"))["top1"]
+print(f"demo: validation top-1 {top1:.1%}; metrics {run}/evaluate/metrics.json (confusion.png beside it), "
+      f"predictions {run}/infer/predictions.csv, servable model {run}/export, logs {run}/logs")
+PY
 }
 
 main "$@"

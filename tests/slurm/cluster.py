@@ -114,7 +114,7 @@ class Cluster:
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory",
             "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
             "MpiDefault=none", "ReturnToService=2",
-            "MinJobAge=300",  # squeue must still show finished jobs when Snakemake asks
+            "MinJobAge=3600",  # squeue shows finished jobs (Snakemake status, the tests) for an hour
             "KillWait=10", "InactiveLimit=0", "OverTimeLimit=0",
             "SchedulerParameters=sched_interval=5",
             "GresTypes=gpu",
