@@ -19,8 +19,9 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 
 
-# Used with --software-deployment-method apptainer; the SLURM profile uses Pyxis instead.
-container: f"docker://{config['cluster']['container_image']}"
+# Used only with --software-deployment-method apptainer: cluster.container_image, else the NGC image our
+# Dockerfile builds on. The SLURM profile uses Pyxis instead, and only when container_image is set.
+container: f"docker://{config['cluster']['container_image'] or 'nvcr.io/nvidia/tensorflow:25.02-tf2-py3'}"
 
 
 

@@ -73,7 +73,8 @@ class Predictor:
             raise UserError(f"--top-k {top_k}: {export_dir} was exported with top-k {self.manifest['top_k']}")
         self.top_k = top_k
         self.tf = tf
-        self.serve = tf.saved_model.load(str(Path(export_dir) / exports.SAVED_MODEL)).signatures["serve_bytes"]
+        self.loaded = tf.saved_model.load(str(Path(export_dir) / exports.SAVED_MODEL))  # owns the variables
+        self.serve = self.loaded.signatures["serve_bytes"]
 
     def _run(self, data: list[bytes]) -> dict:
         out = self.serve(images=self.tf.constant(data))

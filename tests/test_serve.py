@@ -39,6 +39,12 @@ def evaluate(run, *args, name="metrics"):
     return json.loads(out.read_text())
 
 
+@pytest.fixture(scope="module")
+def ema_metrics(run):
+    """evaluate's metrics with the defaults: EMA weights, the run's eval.batch_size (64: one padded batch)."""
+    return evaluate(run, name="ema")
+
+
 def hand_predictions(run, weights="ema"):
     """Probabilities and labels of every validation example, preprocessed and predicted one by one here."""
     import tensorflow as tf
@@ -75,8 +81,8 @@ def test_evaluate_counts_every_example_once_and_matches_top1_by_hand(run):
     assert {"avg_exp_per_second_eval", "latency_90pct", "latency_95pct", "latency_99pct"} <= set(logged)
 
 
-def test_evaluate_on_two_ranks_counts_the_same_examples(run):
-    single = evaluate(run, "--set", "eval.batch_size=3")
+def test_evaluate_on_two_ranks_counts_the_same_examples(run, ema_metrics):
+    single = ema_metrics
     out = run / "two.json"
     proc = subprocess.run([str(Path(sys.executable).with_name("horovodrun")), "--gloo", "-np", "2", "-H",
                            "localhost:2", sys.executable, "-m", "effnet", "evaluate", "--model", str(run / "run"),
@@ -89,13 +95,13 @@ def test_evaluate_on_two_ranks_counts_the_same_examples(run):
     assert two["loss"] == pytest.approx(single["loss"], rel=1e-5)
 
 
-def test_ema_and_raw_weights_are_selectable_and_differ(run):
-    ema, raw = evaluate(run), evaluate(run, "--weights", "raw")
+def test_ema_and_raw_weights_are_selectable_and_differ(run, ema_metrics):
+    ema, raw = ema_metrics, evaluate(run, "--weights", "raw", name="raw")
     assert ema["weights"] == "ema" and raw["weights"] == "raw"
     assert ema["loss"] != pytest.approx(raw["loss"], rel=1e-3)
     # The last checkpoint holds the final state: its raw weights evaluate as the final raw model.
     last = sorted((run / "run" / "checkpoints").glob("ckpt-*"))[-1]
-    from_checkpoint = evaluate(run, "--weights", "raw", "--checkpoint", str(last))
+    from_checkpoint = evaluate(run, "--weights", "raw", "--checkpoint", str(last), name="checkpoint")
     assert from_checkpoint["loss"] == pytest.approx(raw["loss"], rel=1e-6)
     assert from_checkpoint["checkpoint"] == str(last)
 
@@ -178,7 +184,7 @@ def test_export_loads_without_effnet_and_equals_the_keras_model(run, exported, t
     assert not list(run.glob(".export.tmp-*"))
 
 
-def test_infer_matches_evaluate_and_reports_bad_files(run, exported, tmp_path):
+def test_infer_matches_evaluate_and_reports_bad_files(run, exported, ema_metrics, tmp_path):
     images = tmp_path / "images"
     shutil.copytree(run / "demo" / "val", images)
     (images / "notes.txt").write_text("not an image")
@@ -197,7 +203,7 @@ def test_infer_matches_evaluate_and_reports_bad_files(run, exported, tmp_path):
     assert rows["cmyk.jpg"]["error"] == "" and rows["alpha.png"]["error"] == ""
     val = [r for name, r in rows.items() if "/" in name]
     top1 = np.mean([r["class_name_1"] == Path(r["path"]).parent.name for r in val])
-    assert top1 == evaluate(run)["top1"]
+    assert top1 == ema_metrics["top1"]
     assert all(float(r["probability_1"]) >= float(r["probability_2"]) >= float(r["probability_3"]) for r in val)
 
     proc = run_cli("infer", "--model", str(exported), "--images", str(images / "ring"), "--output",

@@ -15,7 +15,7 @@ from conftest import REPO, run_cli
 from effnet import checkpoints
 from effnet.errors import UserError
 from effnet.train import recipe
-from effnet.train.loop import EXIT_PREEMPTED
+from effnet.train.stop import EXIT_PREEMPTED
 
 # B0 at 32 px, batch 8: 60 training images are 7 steps per epoch.
 FAST = ["--set", "model.image_size=32", "--set", "train.batch_size=8", "--set", "train.lr_init=0.05",

@@ -16,11 +16,14 @@ DEFAULT_CONFIG = Path("config/config.yaml")
 
 
 def main(args: argparse.Namespace) -> int:
+    from effnet.train.stop import StopFlag
+
+    flag = StopFlag()  # before TensorFlow: a signal during start-up stops the rank at its first step
     from effnet.config import load_config, parse_overrides
     from effnet.train.loop import run
 
     config = load_config(args.config, parse_overrides(args.set))
-    return run(config, args.data, args.output, args.checkpoint_dir)
+    return run(config, args.data, args.output, args.checkpoint_dir, flag)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

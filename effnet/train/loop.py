@@ -13,7 +13,6 @@ and RNG states continue from the checkpoint.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -31,23 +30,9 @@ from effnet.data.records import load_manifest
 from effnet.dllog import DLLogger, Verbosity
 from effnet.errors import UserError
 from effnet.evaluation import evaluate, make_eval_step
-from effnet.train import recipe
 from effnet.ranks import World
-
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerun to resume
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-
-class StopFlag:
-    """Set by SIGTERM/SIGUSR1; a second signal while saving only sets it again."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, self._set)
-
-    def _set(self, signum, frame) -> None:
-        self.signal = signum
+from effnet.train import recipe
+from effnet.train.stop import EXIT_PREEMPTED, StopFlag
 
 
 def _named_variables(model, optimizer, ema, step) -> dict:
@@ -215,15 +200,20 @@ def _log_start(log: DLLogger, trainer: Trainer, world: World) -> None:
         log.metadata(metric, {"unit": unit} if unit else {})
 
 
-def run(config: dict, data_dir: str, output: str | Path, checkpoint_dir: str | Path | None = None) -> int:
+def run(config: dict, data_dir: str, output: str | Path, checkpoint_dir: str | Path | None = None,
+        flag: StopFlag | None = None) -> int:
     """Train (or resume) the run ``config`` on this rank; return the exit status (0 or EXIT_PREEMPTED)."""
-    return train(config, data_dir, output, checkpoint_dir)[0]
+    return train(config, data_dir, output, checkpoint_dir, flag)[0]
 
 
-def train(config: dict, data_dir: str, output: str | Path,
-          checkpoint_dir: str | Path | None = None) -> tuple[int, "Trainer"]:
-    """``run``, also returning the rank's Trainer (its model and state after the last step)."""
+def train(config: dict, data_dir: str, output: str | Path, checkpoint_dir: str | Path | None = None,
+          flag: StopFlag | None = None) -> tuple[int, "Trainer"]:
+    """``run``, also returning the rank's Trainer (its model and state after the last step).
+
+    ``flag``: the stop-signal handler, installed early by the command line (else here)."""
     from effnet import ranks
+
+    flag = flag or StopFlag()
 
     world = ranks.init()
     t = config["train"]
@@ -246,7 +236,6 @@ def train(config: dict, data_dir: str, output: str | Path,
         with atomic_open(output / runs.CONFIG, "w") as f:
             yaml.safe_dump(config, f, sort_keys=False)
         _log_start(log, trainer, world)
-    flag = StopFlag()
     meta = trainer.resume()
     epoch, micro = (meta["epoch"], meta["micro_batch"]) if meta else (0, 0)
     if meta and world.chief:

@@ -1,0 +1,20 @@
+"""Stopping on SLURM's warning signals: installed before TensorFlow is imported, so a signal that
+arrives while a rank starts up is kept, not fatal, and the rank checkpoints at its first step."""
+from __future__ import annotations
+
+import signal
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerun to resume
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGUSR1; a second signal while saving only sets it again."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._set)
+
+    def _set(self, signum, frame) -> None:
+        self.signal = signum
