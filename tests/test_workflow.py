@@ -62,3 +62,17 @@ def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
     assert sum(r["class_name_1"] == r["path"].split("/")[-2] for r in rows) == round(metrics["top1"] * 250)
     again = snakemake("all", *configs)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    def planned(*args):
+        proc = snakemake("all", "-n", *args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        table = proc.stdout.split("Job stats:")[1].split("\n\n")[0]  # job, count; ends at a blank line
+        return {line.split()[0] for line in table.strip().splitlines()[2:]}
+
+    assert planned(*configs, "--forcerun", "index", "--until", "index") == {"index", "total"}
+    # A key only evaluate uses reruns evaluate alone; a training key reruns train and what follows it.
+    changed = tmp_path / "changed.yaml"
+    changed.write_text("eval: {warmup_batches: 1}\n")
+    assert planned(*configs, str(changed)) == {"evaluate", "all", "total"}
+    changed.write_text("train: {label_smoothing: 0.2}\n")
+    assert planned(*configs, str(changed)) == {"train", "evaluate", "export", "infer", "all", "total"}
