@@ -184,12 +184,13 @@ def cluster(tmp_path_factory):
         cluster.stop()
 
 
-# Training long enough to outlast its first time limit: 4 min, SIGUSR1 150 s before it (SLURM sends it up to
-# ~30 s early, so 60-90 s after the start: after the ranks' signal handlers, ~35 s, and often during the first
-# step's graph building, which took 60-150 s for 2 ranks on the 2-core test machine); 8 epochs of the demo's
-# 15 steps of 2 ranks x 32 images, no periodic checkpoint (the one resumed from is the signal's). The retry
-# gets 8 min, enough to finish.
-EPOCHS, STEPS_PER_EPOCH = 8, 15
+# Training long enough to be signalled in its first attempt on any machine: a 4 min limit with SIGUSR1 190 s
+# before it (SLURM sends it up to ~30 s early or late, so 20-80 s after the start). A signal during start-up
+# is kept (the handler is installed before TensorFlow), so the rank checkpoints after its first step, which
+# took 60-150 s for 2 ranks on the shared 2-core machine: well inside the limit. 12 epochs of the demo's 15
+# steps of 2 ranks x 32 images take ~125 s unshared, longer than the signal's latest arrival; no periodic
+# checkpoint (the one resumed from is the signal's). The retry gets 8 min (signal at 290 s), enough to finish.
+EPOCHS, STEPS_PER_EPOCH = 12, 15
 TRAIN_STEPS = EPOCHS * STEPS_PER_EPOCH
 
 
@@ -201,7 +202,7 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
         "run_dir": str(run),
         "train": {"epochs": EPOCHS, "eval_every": None, "log_every": 10, "checkpoint_every": 100},
         "cluster": {"gpus_per_node": 2, "mpi": "none", "container_image": IMAGE,
-                    "container_mounts": f"{data}:/data", "signal_seconds": 150, "runtime_growth": 2.0,
+                    "container_mounts": f"{data}:/data", "signal_seconds": 190, "runtime_growth": 2.0,
                     "jobs": {"train": {"runtime": 4, "cpus": 1, "mem_mb": 4000}}},
     })
     command = shlex.split(DEMO_COMMAND.format(override=override))
