@@ -15,7 +15,7 @@ from effnet.errors import UserError
 
 # Modules that define a stage, in pipeline order.
 STAGES = ["effnet.doctor", "effnet.data.demo", "effnet.data.prepare", "effnet.data.index", "effnet.train",
-          "effnet.evaluate", "effnet.export", "effnet.infer"]
+          "effnet.evaluate", "effnet.export", "effnet.infer", "effnet.benchmark", "effnet.report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

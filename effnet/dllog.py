@@ -38,7 +38,13 @@ def _format_step(step: Step) -> str:
 
 
 def _format_value(value: Any) -> str:
-    return f"{value:.5g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.5g}"
+    if isinstance(value, list) and len(value) > 8:  # raw series: in the JSON file, not the readable line
+        return f"[{len(value)} values]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_format_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 class DLLogger:
@@ -104,3 +110,22 @@ class DLLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a dllogger JSON-lines file (``DLLL {...}`` lines; other lines are skipped).
+
+    A line cut short by a killed writer (the last one) is dropped; a malformed line elsewhere is an
+    error naming the file and line."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.startswith("DLLL "):
+            continue
+        try:
+            records.append(json.loads(line[5:]))
+        except ValueError as exc:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}:{number}: not a dllogger record: {exc}") from None
+    return records

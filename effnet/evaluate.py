@@ -17,18 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-PERCENTILES = (50, 90, 95, 99)
-LATENCY_METHOD = ("wall time of the model step of each batch, from the batch being ready to its result on the host, "
-                  "after the warm-up batches; percentiles: numpy.percentile (linear interpolation) over the batches "
-                  "of every rank")
+from effnet.timing import METHOD, PERCENTILES, latency_ms
 
-
-def latency_ms(seconds: list[float]) -> dict:
-    """Mean and true percentiles (p50/p90/p95/p99) of per-batch seconds, in ms; None without batches."""
-    if not seconds:
-        return {"mean": None, **{f"p{p}": None for p in PERCENTILES}}
-    ms = np.asarray(seconds) * 1000.0
-    return {"mean": float(ms.mean()), **{f"p{p}": float(np.percentile(ms, p)) for p in PERCENTILES}}
+LATENCY_METHOD = f"the model step of each batch, over the batches of every rank: {METHOD}"
 
 
 def check_classes(run_classes: list[dict], data_classes: list[dict], run_dir, data_dir) -> None:

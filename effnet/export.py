@@ -63,6 +63,14 @@ def serving_module(model, image_size: int, class_names: list[str], top_k: int, c
     return Serving()
 
 
+def save_serving(module, path: Path) -> None:
+    """Save a ``serving_module`` as a SavedModel with its signatures (serving_default = serve_bytes)."""
+    import tensorflow as tf
+
+    tf.saved_model.save(module, str(path), signatures={
+        "serving_default": module.serve_bytes, "serve_bytes": module.serve_bytes, "serve_pixels": module.serve_pixels})
+
+
 def _versions() -> dict:
     import keras
     import tensorflow as tf
@@ -91,9 +99,7 @@ def export(run_dir: str, output: str, *, weights: str = "ema", checkpoint: str |
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        tf.saved_model.save(module, str(tmp / exports.SAVED_MODEL), signatures={
-            "serving_default": module.serve_bytes, "serve_bytes": module.serve_bytes,
-            "serve_pixels": module.serve_pixels})
+        save_serving(module, tmp / exports.SAVED_MODEL)
         if onnx:
             export_onnx(module, size, tmp / exports.ONNX, tmp / exports.SAVED_MODEL)
         write_json(tmp / exports.MANIFEST, {

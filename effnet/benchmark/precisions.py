@@ -1,0 +1,55 @@
+"""The precisions a benchmark measures, by the reference's names, and which this host can run.
+
+- ``fp32``: float32, TF32 off;
+- ``tf32``: float32 with TensorFloat-32 matmuls/convolutions: Ampere or newer GPUs only;
+- ``amp``: mixed precision, float16 with loss scaling on GPU, bfloat16 on a CPU with native
+  bfloat16 (emulated bfloat16 is about 2x slower than float32: not measured, see ``recipe.precision``).
+XLA follows train.xla (auto: on for GPUs only).
+"""
+from __future__ import annotations
+
+from effnet.train.recipe import Precision, cpu_has_native_bf16
+
+NAMES = ("fp32", "tf32", "amp")
+
+
+def gpu_compute_capability() -> tuple[int, int] | None:
+    """The first visible GPU's compute capability; None without a GPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)))
+
+
+def resolve(name: str, xla: bool | str) -> Precision | str:
+    """The Precision that ``name`` means on this host, or why this host cannot run it."""
+    capability = gpu_compute_capability()
+    on_gpu = capability is not None
+    jit = on_gpu if xla == "auto" else bool(xla)
+    if name == "fp32":
+        return Precision("float32", jit, tf32=False)
+    if name == "tf32":
+        if not on_gpu:
+            return "TF32 needs a GPU (Ampere or newer)"
+        if capability < (8, 0):
+            return f"TF32 needs an Ampere or newer GPU (compute capability {capability[0]}.{capability[1]} here)"
+        return Precision("float32", jit, tf32=True)
+    if name == "amp":
+        if on_gpu:
+            return Precision("mixed_float16", jit, tf32=True)
+        if cpu_has_native_bf16():
+            return Precision("mixed_bfloat16", jit, tf32=False)
+        return "this CPU has no native bfloat16 (AVX512_BF16/AMX): emulated, it is slower than float32"
+    raise ValueError(f"unknown precision {name!r}: one of {', '.join(NAMES)}")
+
+
+def apply(precision: Precision) -> None:
+    """Make ``precision`` the process's: dtype policy, TF32 and XLA auto-clustering."""
+    import keras
+    import tensorflow as tf
+
+    keras.mixed_precision.set_global_policy(precision.policy)
+    tf.config.experimental.enable_tensor_float_32_execution(precision.tf32)
+    tf.config.optimizer.set_jit("autoclustering" if precision.jit_compile else False)
