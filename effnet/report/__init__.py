@@ -1,1 +1,116 @@
-def register(s): pass
+"""``python -m effnet report``: a run's tables and plots as report.md, report.html and PNGs.
+
+Reads RUN (a pipeline run directory, ``effnet.layout``): the train summary and dllogger log, the
+evaluate metrics and the benchmark results. Writes to OUTPUT: ``report.md`` and ``report.html``
+(the reference README's tables filled from this run, published figures beside ours where the
+hardware matches, the environment, what is missing), and the plots (``effnet.report.plots``: loss
+and top-1 against the epoch, learning rate, throughput and latency against batch size, scaling
+against rank count). ``--compare OTHER`` adds every figure of both runs side by side with ratios.
+A stage output that is missing is listed, not an error. Each file is written atomically.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+MARKDOWN = "report.md"
+HTML = "report.html"
+STYLE = ("body{font-family:sans-serif;max-width:75em;margin:2em auto;padding:0 1em}"
+         "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:.25em .6em;"
+         "text-align:right}th{background:#eee}td:first-child{text-align:left}img{max-width:100%}")
+
+
+def _table(table, empty: str) -> str:
+    from tabulate import tabulate
+
+    headers, rows = table
+    if not rows:
+        return f"_{empty}_\n"
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True) + "\n"
+
+
+def markdown(run, other=None, plots: dict[str, dict | None] | None = None) -> str:
+    """The report of ``run`` (a ``collect.RunData``; ``other`` for --compare) as Markdown."""
+    from effnet.report import reference, tables
+
+    s = run.summary or {}
+    parts = [f"# EfficientNet run report: {run.name}\n",
+             f"{s.get('arch', 'unknown model')} at {s.get('image_size', '?')} px, "
+             f"{s.get('num_classes', '?')} classes. Published figures: {reference.SOURCE}; shown only where "
+             "the GPU, model and image size match theirs. Their latency \"percentiles\" are means of the fastest "
+             "batches; ours are true percentiles.\n"]
+    if run.missing:
+        parts.append("## Missing\n\nThese stage outputs are not there, so their tables and plots are left out:\n\n"
+                     + "".join(f"- {m}\n" for m in run.missing))
+    parts += ["## Training accuracy\n", _table(tables.accuracy(run), "no finished training run")]
+    bench = run.bench_train or {}
+    parts += ["## Training performance\n",
+              (f"Benchmark: {bench['data']} data, {bench['warmup_steps']} warm-up steps left out, "
+               f"{bench['steps']} timed steps per row; {bench['method']}.\n\n" if bench else ""),
+              _table(tables.train_performance(run), "no training benchmark")]
+    inf = run.bench_inference or {}
+    parts += ["## Inference performance\n",
+              (f"{inf['warmup_calls']} warm-up calls left out, {inf['calls']} timed calls per row; "
+               f"{inf['method']}.\n\n" if inf else ""),
+              _table(tables.inference(run), "no inference benchmark")]
+    skipped = tables.skipped(run)
+    if skipped[1]:
+        parts += ["### Not measured on this host\n", _table(skipped, "")]
+    if other is not None:
+        parts += [f"## Compared with {other.name}\n", f"`{other.run_dir}`\n\n", _table(tables.compare(run, other), "")]
+        if other.missing:
+            parts.append("".join(f"- missing in {other.name}: {m}\n" for m in other.missing))
+    parts += ["## Environment\n", _table(tables.environment(run), "")]
+    drawn = [name for name, series in (plots or {}).items() if series is not None]
+    if drawn:
+        parts.append("## Plots\n\n" + "".join(f"![{Path(n).stem}]({n})\n\n" for n in drawn))
+    return "\n".join(parts)
+
+
+def write(run_dir: str | Path, output: str | Path, compare: str | Path | None = None) -> dict:
+    """Write the report of ``run_dir`` (and the plots) to ``output``; return {file: series or None}."""
+    import markdown as md
+
+    from effnet.atomic import atomic_open
+    from effnet.report import plots
+    from effnet.report.collect import collect, training_curve
+
+    run = collect(run_dir)
+    other = collect(compare) if compare else None
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    curve = training_curve(run.train_log)
+    drawn = {
+        plots.TRAINING: plots.training(curve, output / plots.TRAINING),
+        plots.LR: plots.learning_rate(curve, output / plots.LR),
+        plots.THROUGHPUT: plots.throughput(run.bench_train, run.bench_inference, output / plots.THROUGHPUT),
+        plots.LATENCY: plots.latency(run.bench_inference, output / plots.LATENCY),
+        plots.SCALING: plots.scaling(run.bench_train, output / plots.SCALING),
+    }
+    for name, series in drawn.items():
+        if series is None:  # a plot of an earlier report whose data is gone now would mislead
+            (output / name).unlink(missing_ok=True)
+    text = markdown(run, other, drawn)
+    html = md.markdown(text, extensions=["tables"])
+    with atomic_open(output / HTML, "w") as f:
+        f.write(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{run.name} report</title>"
+                f"<style>{STYLE}</style></head><body>\n{html}\n</body></html>\n")
+    with atomic_open(output / MARKDOWN, "w") as f:
+        f.write(text)
+    return drawn
+
+
+def main(args: argparse.Namespace) -> int:
+    drawn = write(args.run, args.output, args.compare)
+    print(f"report: {Path(args.output) / HTML} and {MARKDOWN}, plots: "
+          f"{', '.join(n for n, s in drawn.items() if s is not None) or 'none (no data)'}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("report", help="tables and plots of a run as Markdown, HTML and PNG",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="the pipeline's run directory (run_dir: train/, evaluate/, benchmark/)")
+    p.add_argument("--compare", help="another run directory to set side by side")
+    p.add_argument("--output", required=True, help="report directory")
+    p.set_defaults(func=main)

@@ -6,22 +6,27 @@ import yaml
 
 from snakemake.utils import validate
 
+from effnet import benchmarks, layout, runs
+
 
 validate(config, str(Path(workflow.basedir) / "effnet/schemas/config.schema.yaml"))
 
 RUN_DIR = Path(config["run_dir"])
 DATA = config["data"]
 
-demo_images = str(RUN_DIR / "demo-images")
-records_manifest = str(RUN_DIR / "tfrecords" / "manifest.json")
-index_summary = str(RUN_DIR / "dali-index" / "index.json")
-train_model = str(RUN_DIR / "train" / "model.keras")
-train_summary = str(RUN_DIR / "train" / "train_summary.json")
-eval_metrics = str(RUN_DIR / "evaluate" / "metrics.json")
-eval_confusion = str(RUN_DIR / "evaluate" / "confusion.png")
-export_dir = str(RUN_DIR / "export")
-predictions = str(RUN_DIR / "infer" / "predictions.csv")
-logs = str(RUN_DIR / "logs")
+demo_images = str(RUN_DIR / layout.DEMO_IMAGES)
+records_manifest = str(RUN_DIR / layout.RECORDS / "manifest.json")
+index_summary = str(RUN_DIR / layout.INDEX / "index.json")
+train_model = str(RUN_DIR / layout.TRAIN / runs.RAW_MODEL)
+train_summary = str(RUN_DIR / layout.TRAIN / runs.SUMMARY)
+eval_metrics = str(RUN_DIR / layout.EVAL_METRICS)
+eval_confusion = str(RUN_DIR / layout.EVAL_CONFUSION)
+export_dir = str(RUN_DIR / layout.EXPORT)
+predictions = str(RUN_DIR / layout.PREDICTIONS)
+benchmark_train = str(RUN_DIR / layout.BENCHMARK / benchmarks.TRAIN)
+benchmark_inference = str(RUN_DIR / layout.BENCHMARK / benchmarks.INFERENCE)
+report_dir = RUN_DIR / layout.REPORT
+logs = str(RUN_DIR / layout.LOGS)
 
 
 if config["infer"]["top_k"] > config["export"]["top_k"]:
