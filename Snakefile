@@ -1,4 +1,5 @@
-# EfficientNet pipeline: prepare TFRecords -> DALI index -> train -> evaluate -> export -> infer -> report.
+# EfficientNet pipeline: prepare TFRecords -> DALI index -> train -> evaluate -> export -> infer ->
+# benchmark -> report.
 # Rules are thin calls of `python -m effnet <stage>`; the logic lives in the effnet package.
 #   snakemake --cores all all                    run locally
 #   snakemake --profile profiles/slurm all       run on a SLURM cluster
@@ -28,6 +29,7 @@ container: f"docker://{config['cluster']['container_image'] or 'nvcr.io/nvidia/t
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/serve.smk"
+include: "workflow/rules/benchmark.smk"
 
 
 rule all:
@@ -37,4 +39,5 @@ rule all:
         eval_metrics,
         export_dir,
         predictions if infer_images else [],
+        rules.report.output,
     default_target: True

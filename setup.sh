@@ -164,8 +164,9 @@ demo_summary() {
 import json, sys
 run = sys.argv[1]
 top1 = json.load(open(f"{run}/evaluate/metrics.json"))["top1"]
-print(f"demo: validation top-1 {top1:.1%}; metrics {run}/evaluate/metrics.json (confusion.png beside it), "
-      f"predictions {run}/infer/predictions.csv, servable model {run}/export, logs {run}/logs")
+print(f"demo: validation top-1 {top1:.1%}; report {run}/report/report.html (tables and plots), "
+      f"predictions {run}/infer/predictions.csv, metrics {run}/evaluate/metrics.json, servable model {run}/export, "
+      f"benchmarks {run}/benchmark, logs {run}/logs")
 PY
 }
 

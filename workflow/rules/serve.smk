@@ -12,7 +12,7 @@ rule evaluate:
         records=records_manifest,
     output:
         metrics=eval_metrics,
-        confusion=eval_confusion,
+        confusion=report(eval_confusion, category="Evaluation", labels={"plot": "confusion matrix"}),
     params:
         run=lambda wildcards, input: str(Path(input.summary).parent),
         records=lambda wildcards, input: str(Path(input.records).parent),

@@ -31,7 +31,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[2]
-GPU_RULES = ("train", "evaluate", "export", "infer")
+GPU_RULES = ("train", "evaluate", "export", "infer", "benchmark_train", "benchmark_inference")
+RANKED_RULES = ("train", "benchmark_train")  # one rank per GPU over cluster.nodes x gpus_per_node
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT)
 
 
@@ -93,7 +94,7 @@ def rule_resources(config: dict, rule: str) -> dict:
         resources["slurm_account"] = cluster["account"]
     if cluster["qos"]:
         resources["qos"] = cluster["qos"]
-    if rule == "train":
+    if rule in RANKED_RULES:
         nodes, per_node, gpus = train_layout(cluster)
         resources["nodes"] = nodes
         if nodes * per_node > 1:
@@ -105,8 +106,8 @@ def rule_resources(config: dict, rule: str) -> dict:
                 resources["tasks_per_gpu"] = 1
         elif gpus:
             resources["gpu"] = 1  # one rank: in the step the plugin starts, with its GPU
-        # every rank (every step's processes; not the batch shell) gets SIGUSR1 before the time limit
-        resources["slurm_extra"] = f"--signal=USR1@{cluster['signal_seconds']}"
+        if rule == "train":  # every rank (every step's processes; not the batch shell) gets SIGUSR1 before the limit
+            resources["slurm_extra"] = f"--signal=USR1@{cluster['signal_seconds']}"
     elif gpu:
         resources["gpu"] = 1
     return resources
@@ -147,15 +148,18 @@ def container_options(config: dict, workdir: str | None = None) -> list[str]:
             "--no-container-mount-home"]
 
 
-def launch_prefix(config: dict, rule: str, workdir: str | None = None) -> str:
-    """What a rule's shell puts in front of ``python -m effnet <stage> ...``."""
+def launch_prefix(config: dict, rule: str, workdir: str | None = None, ranks: str | None = None) -> str:
+    """What a rule's shell puts in front of ``python -m effnet <stage> ...``; ``ranks`` (e.g. "{ranks}",
+    filled in by the training benchmark) starts that many of the rule's ranks instead of all."""
     check(config)
     cluster = config["cluster"]
     args = ["python", str(HERE), "--rule", rule]
-    if rule == "train":
+    if rule in RANKED_RULES:
         nodes, per_node, gpus = train_layout(cluster)
         args += ["--nodes", str(nodes), "--tasks-per-node", str(per_node), "--gpus-per-task", str(min(gpus, 1)),
-                 "--cpus-per-task", str(cluster["jobs"]["train"]["cpus"]), "--mpi", cluster["mpi"]]
+                 "--cpus-per-task", str(cluster["jobs"][rule]["cpus"]), "--mpi", cluster["mpi"]]
+    if ranks:
+        args += ["--ranks", ranks]
     args += container_options(config, workdir)
     return shlex.join(args + ["--"])
 
@@ -169,12 +173,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--gpus-per-task", type=int, default=0)
     p.add_argument("--cpus-per-task", type=int, default=None)
     p.add_argument("--mpi", choices=("pmix", "pmi2", "none"), default="none")
+    p.add_argument("--ranks", type=int, help="start this many ranks (at most --tasks-per-node per node) instead of "
+                                             "nodes x tasks-per-node (the training benchmark's rank counts)")
     p.add_argument("--container-image")
     p.add_argument("--container-mounts")
     p.add_argument("--container-workdir")
     p.add_argument("--no-container-mount-home", action="store_true")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
+    if args.ranks:
+        args.nodes = min(args.nodes, math.ceil(args.ranks / args.tasks_per_node))
+        args.tasks_per_node = min(args.tasks_per_node, args.ranks)
+        if args.ranks != args.nodes * args.tasks_per_node:
+            p.error(f"--ranks {args.ranks}: not {args.nodes} node(s) x {args.tasks_per_node} rank(s)")
     if args.command[:1] == ["--"]:
         args.command = args.command[1:]
     if not args.command:
@@ -215,7 +226,7 @@ def srun_command(args: argparse.Namespace, environ=os.environ) -> list[str] | No
 
 def local_command(args: argparse.Namespace) -> list[str]:
     """Outside SLURM: the stage itself, or horovodrun over this machine's GPUs for a multi-GPU train."""
-    ranks = args.tasks_per_node if args.gpus_per_task else 1
+    ranks = args.ranks or (args.tasks_per_node if args.gpus_per_task else 1)
     if ranks > 1:
         return ["horovodrun", "-np", str(ranks), "-H", f"localhost:{ranks}", *args.command]
     return args.command

@@ -1,0 +1,76 @@
+# After training: this cluster's throughput and latency tables, and the report of the whole run.
+# Both benchmarks start after training (they would compete with it for the GPUs or cores) and take
+# all of a machine's cores locally (threads), so nothing else runs while they time.
+
+# SLURM/local resources and the srun/Pyxis launch of each stage, from config['cluster'] (workflow/scripts/launch.py)
+from workflow.scripts.launch import attempts, launch_prefix, rule_resources
+from effnet.report import HTML, MARKDOWN, plots
+
+
+rule benchmark_train:
+    input:
+        records=records_manifest,
+        trained=train_summary,
+    output:
+        benchmark_train,
+    params:
+        records=lambda wildcards, input: str(Path(input.records).parent),
+        out=parent_of_output,
+        # the workers of each rank count start through the launch wrapper (srun/Pyxis in a SLURM job)
+        launcher=lambda wildcards: shlex.quote(launch_prefix(config, "benchmark_train", ranks="{ranks}")),
+        config=config_overrides("data", "model", "train", "benchmark", "cluster.nodes", "cluster.gpus_per_node"),
+    threads: workflow.cores
+    resources:
+        **rule_resources(config, "benchmark_train"),
+    retries: attempts(config, workflow.is_main_process)
+    log:
+        f"{logs}/benchmark_train.log",
+    shell:
+        "python -m effnet benchmark train --data {params.records} --output {params.out} --launcher {params.launcher} "
+        "{params.config} > {log} 2>&1"
+
+
+rule benchmark_inference:
+    input:
+        summary=train_summary,
+        export=export_dir,
+    output:
+        benchmark_inference,
+    params:
+        run=lambda wildcards, input: str(Path(input.summary).parent),
+        out=parent_of_output,
+        config=config_overrides("model", "train.xla", "export", "benchmark"),
+    threads: workflow.cores
+    resources:
+        **rule_resources(config, "benchmark_inference"),
+        launch=launch_prefix(config, "benchmark_inference"),
+    retries: attempts(config, workflow.is_main_process)
+    log:
+        f"{logs}/benchmark_inference.log",
+    shell:
+        "{resources.launch} python -m effnet benchmark inference --model {params.run} --export {input.export} "
+        "--output {params.out} {params.config} > {log} 2>&1"
+
+
+rule report:
+    input:
+        train_summary,
+        eval_metrics,
+        benchmark_train,
+        benchmark_inference,
+    output:
+        markdown=str(report_dir / MARKDOWN),
+        html=report(str(report_dir / HTML), category="Report", labels={"file": "run report"}),
+        plots=[report(str(report_dir / name), category="Plots", labels={"plot": name.removesuffix(".png")})
+               for name in plots.PLOTS],
+    params:
+        run=lambda wildcards, input: str(Path(input[0]).parents[1]),  # run_dir, above train/
+        out=parent_of_output,
+    resources:
+        **rule_resources(config, "report"),
+        launch=launch_prefix(config, "report"),
+    retries: attempts(config, workflow.is_main_process)
+    log:
+        f"{logs}/report.log",
+    shell:
+        "{resources.launch} python -m effnet report --run {params.run} --output {params.out} > {log} 2>&1"
