@@ -11,9 +11,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-SUMS = ("loss", "top1", "top5", "examples")
-
-
 @dataclass
 class Evaluation:
     """Metrics over all ranks, the confusion matrix (rows: true class) and this rank's batch times."""

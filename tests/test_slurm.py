@@ -201,6 +201,8 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
     override = _write(tmp_path / "override.yaml", {
         "run_dir": str(run),
         "train": {"epochs": EPOCHS, "eval_every": None, "log_every": 10, "checkpoint_every": 100},
+        "benchmark": {"precisions": ["fp32"], "train_batch_sizes": [8], "warmup_steps": 1, "steps": 2,
+                      "inference_max_batch": 2, "inference_warmup": 1, "inference_steps": 2},
         "cluster": {"gpus_per_node": 2, "mpi": "none", "container_image": IMAGE,
                     "container_mounts": f"{data}:/data", "signal_seconds": 190, "runtime_growth": 2.0,
                     "jobs": {"train": {"runtime": 4, "cpus": 1, "mem_mb": 4000}}},
@@ -223,6 +225,9 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
     assert summary["resumed_from_step"] and 0 < summary["resumed_from_step"] < TRAIN_STEPS
     assert json.loads((run / "evaluate/metrics.json").read_text())["examples"] == 250
     assert (run / "export/export.json").exists() and (run / "infer/predictions.csv").exists()
+    bench = json.loads((run / "benchmark/train.json").read_text())  # 1 and all (2) ranks of the train job
+    assert sorted((r["ranks"], r["device"]) for r in bench["rows"]) == [(1, "CPU"), (2, "CPU")]
+    assert (run / "report/report.html").exists() and "## Missing" not in (run / "report/report.md").read_text()
 
     jobs = {}  # SLURM's view: each job's rule (the plugin's comment), time limit and state
     for line in subprocess.run(["squeue", "--states=all", "-h", "-o", "%i|%k|%l|%T"], env=env, capture_output=True,
@@ -246,7 +251,8 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
         stage = re.search(r"-m effnet (\S+)", r["argv"]).group(1)
         stages.setdefault(stage, []).append(r)
         assert (r["image"], r["mounts"], r["workdir"], r["no_mount_home"]) == (PYXIS_IMAGE, mounts, str(REPO), True)
-    assert sorted(stages) == ["demo-data", "evaluate", "export", "index", "infer", "prepare", "train"]
+    assert sorted(stages) == ["benchmark", "demo-data", "evaluate", "export", "index", "infer", "prepare", "report",
+                              "train"]
     by_job = {}
     for r in stages["train"]:
         by_job.setdefault(r["job"], []).append(r["task"])

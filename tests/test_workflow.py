@@ -5,7 +5,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 from conftest import REPO
+
+from effnet.dllog import read_records
+from effnet.report import plots
+from effnet.train import recipe
 
 
 def snakemake(*args, timeout=600):
@@ -15,7 +21,11 @@ def snakemake(*args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
-STAGES = ("demo_data", "prepare", "index", "train", "evaluate", "export", "infer", "all")
+STAGES = ("demo_data", "prepare", "index", "train", "evaluate", "export", "infer", "benchmark_train",
+          "benchmark_inference", "report", "all")
+# The benchmarks at their smallest that still show what they measure: 1 and 2 ranks, two batch sizes.
+TINY_BENCHMARK = ("benchmark: {precisions: [fp32, amp], train_batch_sizes: [4, 8], ranks: [1, 2], warmup_steps: 1, "
+                  "steps: 3, inference_max_batch: 4, inference_warmup: 1, inference_steps: 3}\n")
 
 
 def test_dry_run_plans_every_stage(tmp_path):
@@ -41,7 +51,7 @@ def test_a_preset_means_what_it_says_and_an_override_file_changes_one_nested_key
 
 def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
     short = tmp_path / "short.yaml"  # over the demo config: two training steps
-    short.write_text(f"run_dir: {tmp_path}\ntrain: {{epochs: 1, steps_per_epoch: 2}}\n")
+    short.write_text(f"run_dir: {tmp_path}\ntrain: {{epochs: 1, steps_per_epoch: 2}}\n{TINY_BENCHMARK}")
     configs = ("--configfile", "config/config.yaml", str(short))
     proc = snakemake("all", *configs)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -60,6 +70,7 @@ def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 250 and not any(r["error"] for r in rows)
     assert sum(r["class_name_1"] == r["path"].split("/")[-2] for r in rows) == round(metrics["top1"] * 250)
+    check_benchmarks_and_report(tmp_path)
     again = snakemake("all", *configs)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
@@ -73,6 +84,41 @@ def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
     # A key only evaluate uses reruns evaluate alone; a training key reruns train and what follows it.
     changed = tmp_path / "changed.yaml"
     changed.write_text("eval: {warmup_batches: 1}\n")
-    assert planned(*configs, str(changed)) == {"evaluate", "all", "total"}
+    assert planned(*configs, str(changed)) == {"evaluate", "report", "all", "total"}
     changed.write_text("train: {label_smoothing: 0.2}\n")
-    assert planned(*configs, str(changed)) == {"train", "evaluate", "export", "infer", "all", "total"}
+    assert planned(*configs, str(changed)) == {"train", "evaluate", "export", "infer", "benchmark_train",
+                                               "benchmark_inference", "report", "all", "total"}
+
+
+def check_benchmarks_and_report(run):
+    """The benchmarks' tables hold every configured row, their figures are those of their own dllogger
+    records and raw timings, and the report shows them."""
+    bench = json.loads((run / "benchmark/train.json").read_text())
+    rows = {(r["precision"], r["batch_size"], r["ranks"]): r for r in bench["rows"]}
+    assert set(rows) == {("fp32", b, n) for b in (4, 8) for n in (1, 2)}
+    if not recipe.cpu_has_native_bf16():
+        assert [s["precision"] for s in bench["skipped"]] == ["amp"] and "bfloat16" in bench["skipped"][0]["reason"]
+    logged = [r["data"] for n in (1, 2) for r in read_records(run / f"benchmark/train-{n}-ranks.dllog.json")
+              if r["step"] == ["train_benchmark"]]
+    assert sorted(r["avg_exp_per_second_training"] for r in logged) == sorted(r["img_per_sec"] for r in rows.values())
+    for (_, batch, ranks), row in rows.items():
+        assert len(row["step_seconds"]) == 3
+        ms = np.asarray(row["step_seconds"]) * 1000
+        assert row["step_latency_ms"]["p90"] == pytest.approx(np.percentile(ms, 90))
+        assert row["step_latency_ms"]["mean"] == pytest.approx(ms.mean())
+        if ranks == 1:
+            assert row["img_per_sec"] == pytest.approx(batch / ms.mean() * 1000)
+        else:
+            one = rows[("fp32", batch, 1)]["img_per_sec"]
+            assert row["weak_scaling"] == pytest.approx(row["img_per_sec"] / (2 * one))
+    inference = json.loads((run / "benchmark/inference.json").read_text())
+    assert {(r["model"], r["batch_size"]) for r in inference["rows"]} == {(m, b) for m in ("keras", "export")
+                                                                         for b in (1, 2, 4)}
+    for row in inference["rows"]:
+        ms = np.asarray(row["seconds"]) * 1000
+        assert [row["latency_ms"][f"p{p}"] for p in (50, 90, 95, 99)] == pytest.approx(
+            list(np.percentile(ms, [50, 90, 95, 99])))
+        assert row["img_per_sec"] == pytest.approx(row["batch_size"] / ms.mean() * 1000)
+    report = (run / "report/report.md").read_text()
+    assert "## Missing" not in report and "| export  | fp32        | 4       |" in report
+    assert plots.read_series(run / "report" / plots.THROUGHPUT)["train"]["fp32"]["batch_size"] == [4, 8]

@@ -16,15 +16,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _timings(call, repeats: int) -> list[float]:
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - start)
-    return seconds
-
-
 def _export(model, size: int, directory: Path):
     """An export directory (the layout of ``effnet.exports``) of ``model``, and the loaded SavedModel."""
     import tensorflow as tf
@@ -32,11 +23,10 @@ def _export(model, size: int, directory: Path):
     from effnet import exports
     from effnet.atomic import write_json
     from effnet.data.tfdata import EVAL_PADDING
-    from effnet.export import serving_module
+    from effnet.export import save_serving, serving_module
 
-    module = serving_module(model, size, [str(i) for i in range(1000)], 5, EVAL_PADDING)
-    tf.saved_model.save(module, str(directory / exports.SAVED_MODEL), signatures={
-        "serve_bytes": module.serve_bytes, "serve_pixels": module.serve_pixels})
+    save_serving(serving_module(model, size, [str(i) for i in range(1000)], 5, EVAL_PADDING),
+                 directory / exports.SAVED_MODEL)
     write_json(directory / exports.MANIFEST, {"top_k": 5, "image_size": size})
     return tf.saved_model.load(str(directory / exports.SAVED_MODEL))
 
@@ -60,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from effnet.models import build_model
+    from effnet.timing import latency_ms, time_calls
 
     size, batch = args.image_size, args.batch_size
     rng = np.random.default_rng(0)
@@ -80,14 +71,14 @@ def run(args: argparse.Namespace) -> int:
         throughput = {name: [] for name in calls}
         for r in range(args.rounds):
             for name, call in calls.items():
-                latency[name] += _timings(lambda: call(one), args.repeats)
-                throughput[name] += [batch / s for s in _timings(lambda: call(many), max(2, args.repeats // 10))]
+                latency[name] += time_calls(lambda: call(one), args.repeats)
+                throughput[name] += [batch / s for s in time_calls(lambda: call(many), max(2, args.repeats // 10))]
             print(f"round {r + 1} done", flush=True)
         print(f"\nEfficientNet-B0 inference, {size} px, CPU, {args.rounds} rounds alternating:")
         print(f"  {'':24s} {'batch 1 p50':>12s} {'p99':>9s} {f'batch {batch}':>12s}")
         for name in calls:
-            ms = np.asarray(latency[name]) * 1000
-            print(f"  {name:24s} {np.percentile(ms, 50):9.2f} ms {np.percentile(ms, 99):6.2f} ms "
+            ms = latency_ms(latency[name])
+            print(f"  {name:24s} {ms['p50']:9.2f} ms {ms['p99']:6.2f} ms "
                   f"{np.median(throughput[name]):8.1f} img/s")
 
         from effnet import infer as infer_stage

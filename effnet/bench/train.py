@@ -1,19 +1,16 @@
 """Training benchmark: our full train step (the recipe's optimizer, L2, EMA, Horovod tape) against
-keras.applications' EfficientNet-B0 with plain ``model.fit``, on the same batch, and 1 vs N ranks.
+keras.applications' EfficientNet-B0 with plain ``model.fit``, on the same batch.
 
 Both run in one process, alternating in rounds so that drift of the machine's speed hits both;
 the figure per side is the median over rounds, after two warm-up steps each (tracing excluded).
 The batch is fixed in memory: this measures the step, not the input pipeline (``bench input``).
-With ``--ranks N`` it then reruns our side under ``horovodrun -np N`` and reports the total.
+Our step alone per precision, batch size and rank count: ``python -m effnet benchmark train``.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -46,16 +43,12 @@ def _trainer(records: Path, size: int, batch: int, amp: bool, xla: bool):
                    precision), world
 
 
-def _timed(step, count: int) -> float:
-    start = time.perf_counter()
-    step(count)
-    return time.perf_counter() - start
-
-
 def run(args: argparse.Namespace) -> int:
     import keras
     import numpy as np
     import tensorflow as tf
+
+    from effnet.timing import rate, time_calls
 
     size, batch = args.image_size, args.batch_size
     work = Path(args.workdir or tempfile.mkdtemp(prefix="effnet-bench-train-"))
@@ -72,54 +65,37 @@ def run(args: argparse.Namespace) -> int:
         trainer.step.numpy()  # wait for the last step
 
     sides = {"effnet train step": ours}
-    if not args.ours_only:
-        model = keras.applications.EfficientNetB0(weights=None, input_shape=(size, size, 3),
-                                                  classes=trainer.num_classes, classifier_activation=None)
-        model.compile(keras.optimizers.RMSprop(0.01, rho=0.9, momentum=0.9, epsilon=1e-3),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        data = tf.data.Dataset.from_tensors((images, labels)).repeat()
-        sides["keras model.fit"] = lambda count: model.fit(data, epochs=1, steps_per_epoch=count, verbose=0)
+    model = keras.applications.EfficientNetB0(weights=None, input_shape=(size, size, 3),
+                                              classes=trainer.num_classes, classifier_activation=None)
+    model.compile(keras.optimizers.RMSprop(0.01, rho=0.9, momentum=0.9, epsilon=1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    data = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    sides["keras model.fit"] = lambda count: model.fit(data, epochs=1, steps_per_epoch=count, verbose=0)
     for side in sides.values():
         side(2)  # trace and warm up
     rates: dict[str, list[float]] = {name: [] for name in sides}
     for r in range(args.rounds):
         for name, side in sides.items():
-            rates[name].append(args.steps * batch / _timed(side, args.steps))
-        if world.chief:
-            print(f"round {r + 1}: " + ", ".join(f"{n} {v[-1]:.1f} img/s" for n, v in rates.items()), flush=True)
+            rates[name].append(rate(time_calls(lambda: side(args.steps), 1), args.steps * batch))
+        print(f"round {r + 1}: " + ", ".join(f"{n} {v[-1]:.1f} img/s" for n, v in rates.items()), flush=True)
     medians = {name: statistics.median(v) for name, v in rates.items()}
-    total = trainer.hvd.allreduce(tf.constant(medians["effnet train step"]), op=trainer.hvd.Sum).numpy()
-    if not world.chief:
-        return 0
-    print(f"\nEfficientNet-B0 training step, {size} px, batch {batch} per rank, {world.size} rank(s) on "
-          f"{world.device}, {trainer.precision.policy}, XLA {trainer.precision.jit_compile}, "
+    print(f"\nEfficientNet-B0 training step, {size} px, batch {batch}, on {world.device}, "
+          f"{trainer.precision.policy}, XLA {trainer.precision.jit_compile}, "
           f"median of {args.rounds} rounds of {args.steps} steps:")
-    if world.size > 1:
-        print(f"  effnet train step, {world.size} ranks   {total:7.1f} img/s in all")
-        return 0
     for name, value in medians.items():
         print(f"  {name:28s} {value:7.1f} img/s")
-    if "keras model.fit" in medians:
-        print(f"  ratio effnet/keras            {medians['effnet train step'] / medians['keras model.fit']:7.3f}")
-    if args.ranks > 1:
-        horovodrun = Path(sys.executable).with_name("horovodrun")
-        subprocess.run([str(horovodrun), "-np", str(args.ranks), "-H", f"localhost:{args.ranks}", sys.executable,
-                        "-m", "effnet.bench", "train", "--ours-only", "--workdir", str(work),
-                        "--image-size", str(size), "--batch-size", str(batch), "--steps", str(args.steps),
-                        "--rounds", str(args.rounds)] + ["--amp"] * args.amp + ["--xla"] * args.xla, check=True)
+    print(f"  ratio effnet/keras            {medians['effnet train step'] / medians['keras model.fit']:7.3f}")
     return 0
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="our train step vs keras.applications B0 model.fit; 1 vs N ranks",
+    p = subparsers.add_parser("train", help="our train step vs keras.applications B0 model.fit",
                               description=__doc__)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=5, help="steps per side per round")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--ranks", type=int, default=2, help="also measure our step on this many Horovod ranks")
     p.add_argument("--amp", action="store_true", help="mixed precision (float16 on GPU; bfloat16 on a CPU with it)")
     p.add_argument("--xla", action="store_true", help="XLA auto-clustering, as train.xla (slow on CPU)")
-    p.add_argument("--ours-only", action="store_true", help="skip the keras.applications side")
     p.add_argument("--workdir", help="reuse this directory for the generated images and records")
     p.set_defaults(func=run)

@@ -181,9 +181,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-container-mount-home", action="store_true")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
-    if args.ranks:
+    if args.ranks:  # as few nodes as hold them (locally, on CPUs, more ranks than the train job's is fine)
         args.nodes = min(args.nodes, math.ceil(args.ranks / args.tasks_per_node))
-        args.tasks_per_node = min(args.tasks_per_node, args.ranks)
+        args.tasks_per_node = math.ceil(args.ranks / args.nodes)
         if args.ranks != args.nodes * args.tasks_per_node:
             p.error(f"--ranks {args.ranks}: not {args.nodes} node(s) x {args.tasks_per_node} rank(s)")
     if args.command[:1] == ["--"]:

@@ -1,0 +1,142 @@
+"""The report: the tables and plots hold the run's own figures, --compare divides the right numbers, published
+figures appear only where the hardware matches, and a missing stage output is named instead of failing."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from effnet import benchmarks, layout, runs
+from effnet.dllog import DLLogger
+from effnet.report import plots, write
+from effnet.timing import latency_ms
+
+CPU_ENV = {"host": "h", "cpu": "Some CPU", "cpu_count": 2, "cpus_usable": 2, "gpus": [],
+           "versions": {"tensorflow": "2.18.1"}, "container": None}
+A100_ENV = {**CPU_ENV, "gpus": [{"name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920, "driver": "550.54"}] * 8}
+
+
+def _seconds(seed, n=20, scale=0.1):
+    return list(np.random.default_rng(seed).uniform(0.5, 1.5, n) * scale)
+
+
+def make_run(root: Path, speed: float = 1.0, env=CPU_ENV, arch="efficientnet-b0", size=32) -> Path:
+    """A run directory with every stage output the report reads; figures scale with ``speed``."""
+    train = layout.path(root, layout.TRAIN)
+    train.mkdir(parents=True)
+    with DLLogger(train / runs.LOG, stream=None) as log:  # two attempts: the second resumes at step 4
+        for attempt, steps in ((0, (2, 4, 6)), (1, (6, 8))):
+            log.log("PARAMETER", {"world_size": 1, "updates_per_epoch": 4})
+            for step in steps:
+                log.log((step // 4, step), {"loss": 3.0 - 0.1 * step - 0.01 * attempt, "top1": 0.1 * step,
+                                            "lr": 0.01 * step, "img_per_sec": 100.0})
+            log.log((2,), {"eval_top1": 0.5 + attempt * 0.1, "eval_loss": 1.0})
+    (train / runs.SUMMARY).write_text(json.dumps({
+        "arch": arch, "image_size": size, "num_classes": 10, "world_size": 8, "epochs": 2, "steps": 8,
+        "precision": "mixed_float16", "eval": {"top1": 0.6, "top5": 0.9}, "img_per_sec": 100.0 * speed}))
+    (train / runs.CONFIG).write_text("model: {}\n")
+    metrics = layout.path(root, layout.EVAL_METRICS)
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"top1": 0.625, "top5": 0.95}))
+    bench = layout.path(root, layout.BENCHMARK)
+    bench.mkdir()
+    train_rows = []
+    for precision in ("fp32", "amp"):
+        for batch in (16, 32):
+            for ranks in (1, 8):
+                seconds = _seconds(batch + ranks)
+                rate = speed * ranks * batch * (2 if precision == "amp" else 1) / np.mean(seconds)
+                train_rows.append({"precision": precision, "batch_size": batch, "ranks": ranks, "img_per_sec": rate,
+                                   "step_latency_ms": latency_ms(seconds), "step_seconds": seconds,
+                                   "weak_scaling": 0.9 if ranks > 1 else 1.0})
+    (bench / benchmarks.TRAIN).write_text(json.dumps({
+        "kind": "train", "arch": arch, "image_size": size, "data": "synthetic", "warmup_steps": 5, "steps": 20,
+        "method": "m", "rows": train_rows, "skipped": [{"precision": "tf32", "reason": "TF32 needs a GPU"}],
+        "environment": env, "config": {}}))
+    inference_rows = [{"model": model, "precision": "amp", "batch_size": batch, "image_size": size,
+                       "img_per_sec": speed * batch * 10.0, "latency_ms": latency_ms(_seconds(batch)),
+                       "seconds": _seconds(batch)} for model in ("keras", "export") for batch in (1, 2, 4, 8)]
+    (bench / benchmarks.INFERENCE).write_text(json.dumps({
+        "kind": "inference", "warmup_calls": 2, "calls": 20, "method": "m", "rows": inference_rows, "skipped": [],
+        "environment": env, "config": {"model": {"arch": arch}}}))
+    return root
+
+
+def _table_rows(markdown: str, heading: str) -> list[list[str]]:
+    section = markdown.split(f"## {heading}\n")[1].split("\n#")[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def test_tables_and_plots_hold_the_runs_figures(tmp_path):
+    run = make_run(tmp_path / "run")
+    drawn = write(run, tmp_path / "out")
+    text = (tmp_path / "out/report.md").read_text()
+    html = (tmp_path / "out/report.html").read_text()
+    assert "<table>" in html and 'src="throughput.png"' in html
+
+    accuracy = _table_rows(text, "Training accuracy")
+    assert accuracy[0][:6] == ["8", "amp", "62.50%", "95.00%", "2", "8"]
+    perf = _table_rows(text, "Training performance")
+    assert {(r[1], r[2], r[0]) for r in perf} == {(p, b, n) for p in ("fp32", "amp") for b in ("16", "32")
+                                                  for n in ("1", "8")}
+    inference = _table_rows(text, "Inference performance")
+    assert {(r[0], r[2]) for r in inference} == {(m, b) for m in ("keras", "export") for b in ("1", "2", "4", "8")}
+    assert "TF32 needs a GPU" in text and "## Missing" not in text
+    assert all(r[-1] == "-" for r in perf)  # a CPU: no published figure is comparable
+
+    for name in plots.PLOTS:  # valid PNGs whose series are the run's numbers
+        with Image.open(tmp_path / "out" / name) as image:
+            image.verify()
+        assert plots.read_series(tmp_path / "out" / name) == json.loads(json.dumps(drawn[name]))
+    training = plots.read_series(tmp_path / "out" / plots.TRAINING)
+    assert training["epoch"] == [0.5, 1.0, 1.5, 2.0]  # steps 2..8 of 4 per epoch; step 6 logged twice: last wins
+    assert training["loss"] == pytest.approx([2.8, 2.6, 2.39, 2.19])
+    assert training["eval_epoch"] == [2] and training["eval_top1"] == [0.6]
+    assert plots.read_series(tmp_path / "out" / plots.LR)["lr"] == pytest.approx([0.02, 0.04, 0.06, 0.08])
+    bench = json.loads((run / "benchmark/train.json").read_text())
+    scaling = plots.read_series(tmp_path / "out" / plots.SCALING)
+    assert scaling["amp 32"]["img_per_sec"] == [r["img_per_sec"] for r in bench["rows"]
+                                                if (r["precision"], r["batch_size"]) == ("amp", 32)]
+    latency = plots.read_series(tmp_path / "out" / plots.LATENCY)
+    export_8 = next(r for r in json.loads((run / "benchmark/inference.json").read_text())["rows"]
+                    if (r["model"], r["batch_size"]) == ("export", 8))
+    assert latency["export amp"]["p99"][-1] == pytest.approx(np.percentile(np.asarray(export_8["seconds"]) * 1e3, 99))
+
+
+def test_published_figures_appear_beside_ours_on_matching_hardware(tmp_path):
+    run = make_run(tmp_path / "run", env=A100_ENV, size=224)
+    write(run, tmp_path / "out")
+    text = (tmp_path / "out/report.md").read_text()
+    perf = {(r[1], r[2], r[0]): r[-1] for r in _table_rows(text, "Training performance")}
+    assert perf[("amp", "32", "1")] == "3454 (A100 80GB)" and perf[("amp", "32", "8")] == "20647 (A100 80GB)"
+    assert perf[("fp32", "32", "1")] == "-"  # the reference has TF32, not FP32, on A100
+    inference = {(r[0], r[2]): r[-1] for r in _table_rows(text, "Inference performance")}
+    assert inference[("keras", "1")] == "110.97 img/s, 9.09 ms (A100 80GB)" and inference[("keras", "2")] == "-"
+    assert _table_rows(text, "Training accuracy")[0][-1] == "77.59% in 8.5 h (A100 80GB)"
+    assert "8 x NVIDIA A100-SXM4-80GB (81920 MiB)" in text
+
+
+def test_compare_sets_two_runs_side_by_side_with_ratios(tmp_path):
+    before, after = make_run(tmp_path / "before"), make_run(tmp_path / "after", speed=2.0)
+    write(after, tmp_path / "out", compare=before)
+    rows = {r[0]: r[1:] for r in _table_rows((tmp_path / "out/report.md").read_text(), "Compared with before")}
+    assert rows["train amp batch 32 x 8 img/s"][2] == "2.000"
+    assert rows["inference export amp batch 4 img/s"][:2] == ["80.0000", "40.0000"]
+    assert rows["top-1 (evaluate)"][2] == "1.000"
+
+
+def test_a_missing_stage_output_is_named_not_fatal(tmp_path):
+    run = make_run(tmp_path / "run")
+    (run / "benchmark" / benchmarks.INFERENCE).unlink()
+    (run / layout.EVAL_METRICS).write_text("{cut sho")
+    drawn = write(run, tmp_path / "out")
+    text = (tmp_path / "out/report.md").read_text()
+    missing = text.split("## Missing")[1].split("\n## ")[0]
+    assert "benchmark/inference.json: not there (written by the benchmark inference stage)" in missing
+    assert "evaluate/metrics.json: unreadable" in missing
+    assert "_no inference benchmark_" in text
+    assert drawn[plots.LATENCY] is None and not (tmp_path / "out" / plots.LATENCY).exists()
+    assert _table_rows(text, "Training accuracy")[0][2] == "60.00%"  # the summary's evaluation instead
+    assert drawn[plots.SCALING] is not None
