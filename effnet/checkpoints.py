@@ -2,9 +2,11 @@
 
 ``DIR/ckpt-000012345/`` holds ``state.npz`` (model weights and RNG states, optimizer slots and
 loss scale, EMA weights, by variable path) and ``meta.json`` (global step, epoch, position in the
-epoch, data seed, arch, classes, image size, the sha256 of ``state.npz``). A checkpoint is written
-to a temporary directory and renamed when complete, so a kill never leaves a half-written one
-under a checkpoint name; a damaged one fails its checksum and the previous one is used.
+epoch, data seed, arch, classes, image size, the recipe's fingerprint, the sha256 of ``state.npz``). A
+checkpoint is written to a temporary directory and renamed when complete, so a kill never leaves a
+half-written one under a checkpoint name; a damaged one fails its checksum and the previous one is used.
+Checkpoints of the same model under another recipe (a changed training key: their steps would not
+continue this run's) are moved aside into ``DIR/superseded-<recipe>/`` and the run starts afresh.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ STATE = "state.npz"
 META = "meta.json"
 # What must match for a checkpoint to be resumed by this run.
 IDENTITY = ("arch", "num_classes", "image_size")
+RECIPE = "recipe_sha256"
+SUPERSEDED = "superseded-"
 
 
 def _sha256(path: Path) -> str:
@@ -78,10 +82,12 @@ def read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     return meta, arrays
 
 
-def latest(directory: str | Path, identity: dict) -> tuple[dict, dict[str, np.ndarray]] | None:
+def latest(directory: str | Path, identity: dict, recipe: str | None = None
+           ) -> tuple[dict, dict[str, np.ndarray]] | None:
     """The newest valid checkpoint of ``directory`` (damaged ones reported and passed over), or None.
 
-    A checkpoint of another model (``IDENTITY`` keys differ from ``identity``) is refused.
+    A checkpoint of another model (``IDENTITY`` keys differ from ``identity``) is refused; with
+    ``recipe``, one of another recipe sets every checkpoint aside (``supersede``) and gives None.
     """
     for path in reversed(checkpoints(directory)):
         try:
@@ -95,5 +101,24 @@ def latest(directory: str | Path, identity: dict) -> tuple[dict, dict[str, np.nd
                                 for k, (theirs, ours) in differs.items())
             raise UserError(f"{path}: a checkpoint of another model ({details}); use another --checkpoint-dir "
                             "or remove it")
+        if recipe is not None and meta.get(RECIPE) != recipe:
+            moved = supersede(directory, meta.get(RECIPE) or "unknown")
+            warnings.warn(f"{path}: a checkpoint of this model under another training recipe (a changed train or "
+                          f"model key); its checkpoints were moved to {moved} and training starts afresh",
+                          stacklevel=2)
+            return None
         return meta, arrays
     return None
+
+
+def supersede(directory: str | Path, recipe: str) -> Path:
+    """Move every checkpoint of ``directory`` into a new ``superseded-<recipe>[-N]/`` beside them; return it."""
+    directory = Path(directory)
+    target, n = directory / f"{SUPERSEDED}{recipe[:12]}", 1
+    while target.exists():
+        n += 1
+        target = directory / f"{SUPERSEDED}{recipe[:12]}-{n}"
+    target.mkdir()
+    for path in checkpoints(directory):
+        os.replace(path, target / path.name)
+    return target

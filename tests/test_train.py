@@ -144,6 +144,15 @@ def test_sigkill_at_a_random_step_resumes_from_the_last_checkpoint_of_this_model
     assert other.returncode == 2
     assert ("a checkpoint of another model (arch 'efficientnet-b0' in the checkpoint, 'efficientnet-b1' in this run)"
             in other.stderr)
+    # a changed training key: the old checkpoints are set aside and training starts from step 0
+    changed = subprocess.run(train_args(records, out, "--set", "train.epochs=1"), cwd=REPO, env=ENV,
+                             capture_output=True, text=True, timeout=600)
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert "under another training recipe" in changed.stderr
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 7 and summary["resumed_from_step"] is None
+    (aside,) = (out / "checkpoints").glob(f"{checkpoints.SUPERSEDED}*")
+    assert max(int(p.name[5:]) for p in checkpoints.checkpoints(aside)) == 14
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
@@ -162,6 +171,23 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             checkpoints.latest(tmp_path, {**identity, "arch": "efficientnet-b1"})
+
+
+
+def test_checkpoints_of_another_recipe_are_set_aside_not_resumed(tmp_path):
+    identity = {"arch": "efficientnet-b0", "num_classes": 10, "image_size": 32}
+    for step in (2, 4):
+        checkpoints.save(tmp_path, {"w": np.zeros(3)}, {"step": step, **identity, checkpoints.RECIPE: "a" * 64},
+                         keep=3)
+    assert checkpoints.latest(tmp_path, identity, "a" * 64)[0]["step"] == 4
+    with pytest.warns(UserWarning, match="under another training recipe"):
+        assert checkpoints.latest(tmp_path, identity, "b" * 64) is None
+    assert checkpoints.checkpoints(tmp_path) == []
+    assert [p.name for p in checkpoints.checkpoints(tmp_path / "superseded-aaaaaaaaaaaa")] == ["ckpt-000000002",
+                                                                                            "ckpt-000000004"]
+    config = {"model": {"arch": "efficientnet-b0"}, "train": {"epochs": 3, "log_every": 5}}
+    assert recipe.fingerprint(config) == recipe.fingerprint({**config, "train": {"epochs": 3, "log_every": 9}})
+    assert recipe.fingerprint(config) != recipe.fingerprint({**config, "train": {"epochs": 4, "log_every": 5}})
 
 
 def test_gradient_accumulation_applies_one_update_per_n_batches(records, tmp_path):

@@ -91,6 +91,7 @@ class Trainer:
         self.classes = manifest["classes"]
         self.image_size = m["image_size"] or native_size(m["arch"])
         self.identity = {"arch": m["arch"], "num_classes": self.num_classes, "image_size": self.image_size}
+        self.recipe = recipe.fingerprint(config)
         self.accum = t["grad_accum_steps"]
         self.global_batch = t["batch_size"] * world.size * self.accum
         probe = self.batches(0, 1, 0)  # also checks that the data fills a batch on every rank
@@ -164,7 +165,7 @@ class Trainer:
         """Load the newest valid checkpoint on rank 0 and broadcast the state; return its meta."""
         meta = None
         if self.world.chief:
-            found = checkpoints.latest(self.checkpoint_dir, self.identity)
+            found = checkpoints.latest(self.checkpoint_dir, self.identity, self.recipe)
             if found:
                 meta, arrays = found
                 _restore(self.named, arrays, self.checkpoint_dir / f"{checkpoints.PREFIX}{meta['step']:09d}")
@@ -178,7 +179,8 @@ class Trainer:
         if self.world.chief:
             arrays = {name: np.asarray(v.numpy()) for name, v in self.named.items()}
             meta = {"step": int(self.step.numpy()), "epoch": epoch, "micro_batch": micro, "seed": self.t["seed"],
-                    **self.identity, "world_size": self.world.size, "global_batch": self.global_batch}
+                    **self.identity, checkpoints.RECIPE: self.recipe, "world_size": self.world.size,
+                    "global_batch": self.global_batch}
             checkpoints.save(self.checkpoint_dir, arrays, meta, self.t["keep_checkpoints"])
         self.saved_step = int(self.step.numpy())
 

@@ -9,6 +9,8 @@ min(d, (1 + step) / (10 + step)).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -113,6 +115,18 @@ class Precision:
     @property
     def mixed_float16(self) -> bool:
         return self.policy == "mixed_float16"
+
+
+# Train keys that do not change the steps a run takes (where it logs, evaluates, checkpoints).
+BOOKKEEPING = ("log_every", "eval_every", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints")
+
+
+def fingerprint(config: dict) -> str:
+    """sha256 of what decides a run's steps: the model and train sections, bookkeeping keys left out.
+    A checkpoint resumes only a run with the same fingerprint (``effnet.checkpoints.latest``)."""
+    train = {k: v for k, v in config["train"].items() if k not in BOOKKEEPING}
+    blob = json.dumps({"model": config["model"], "train": train}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
