@@ -7,10 +7,9 @@ figures were parsed from. Each JSON is written last and atomically.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from effnet.errors import UserError
+from effnet import jsonfile
 
 TRAIN = "train.json"
 INFERENCE = "inference.json"
@@ -19,10 +18,4 @@ KINDS = {"train": TRAIN, "inference": INFERENCE}
 
 def load(directory: str | Path, kind: str) -> dict:
     """The ``kind`` ("train" or "inference") results in ``directory``; UserError if absent or unreadable."""
-    path = Path(directory) / KINDS[kind]
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no {kind} benchmark (run `python -m effnet benchmark {kind}`)") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable: {exc}") from None
+    return jsonfile.read(Path(directory) / KINDS[kind], f"no {kind} benchmark (run `python -m effnet benchmark {kind}`)")

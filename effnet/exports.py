@@ -6,10 +6,9 @@ top_k, source run, versions); ``EXPORT/model.onnx`` is there when exported with 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from effnet.errors import UserError
+from effnet import jsonfile
 
 MANIFEST = "export.json"
 SAVED_MODEL = "saved_model"
@@ -18,8 +17,4 @@ ONNX = "model.onnx"
 
 def load_manifest(export_dir: str | Path) -> dict:
     """The export's manifest; UserError naming the directory when it is not an export."""
-    path = Path(export_dir) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{export_dir}: not an export ({MANIFEST}: {exc}); run `python -m effnet export`") from None
+    return jsonfile.read(Path(export_dir) / MANIFEST, "missing: not an export (run `python -m effnet export`)")

@@ -7,10 +7,9 @@ so its presence means the run finished. Checkpoints live in ``RUN/checkpoints/``
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from effnet import checkpoints
+from effnet import checkpoints, jsonfile
 from effnet.errors import UserError
 
 RAW_MODEL = "model.keras"
@@ -25,15 +24,9 @@ WEIGHTS = {"ema": EMA_MODEL, "raw": RAW_MODEL}
 
 def load_summary(run_dir: str | Path) -> dict:
     """The summary of a finished run (arch, num_classes, image_size, classes, ...); UserError otherwise."""
-    path = Path(run_dir) / SUMMARY
     if not Path(run_dir).is_dir():
         raise UserError(f"{run_dir}: no such run directory")
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{run_dir}: no finished training run ({SUMMARY} missing)") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable: {exc}") from None
+    return jsonfile.read(Path(run_dir) / SUMMARY, "missing: no finished training run in this directory")
 
 
 def load_model(run_dir: str | Path, weights: str = "ema", checkpoint: str | Path | None = None):

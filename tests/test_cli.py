@@ -4,7 +4,7 @@ import re
 
 from effnet.cli import build_parser
 
-STAGES = ["doctor", "demo-data", "prepare", "index", "train", "evaluate", "export", "infer"]
+STAGES = ["doctor", "demo-data", "prepare", "index", "train", "evaluate", "export", "infer", "benchmark", "report"]
 
 
 def test_help_lists_the_stages_in_pipeline_order(cli):

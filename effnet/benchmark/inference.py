@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from effnet.dllog import DLLogger, Verbosity, read_records
+from effnet.dllog import DLLogger, read_records
 
 RECORD = "inference_benchmark"
 MODELS = ("keras", "export")

@@ -10,9 +10,9 @@ Keys follow Google's ImageNet converter: ``image/encoded`` (JPEG), ``image/forma
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from effnet import jsonfile
 from effnet.data.images import check_image
 from effnet.errors import UserError
 
@@ -25,13 +25,7 @@ SPLITS = ("train", "validation")
 
 def load_manifest(data_dir: str | Path) -> dict:
     """The manifest of a prepared directory; UserError naming the file when it is missing or unreadable."""
-    path = Path(data_dir) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: manifest not found (run `python -m effnet prepare` first)") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable manifest: {exc}") from None
+    return jsonfile.read(Path(data_dir) / MANIFEST, "manifest not found (run `python -m effnet prepare` first)")
 
 
 def encode_example(jpeg: bytes, height: int, width: int, label: int, class_id: str, class_name: str,

@@ -6,11 +6,10 @@ and the stage that writes it: the report then says what is missing instead of fa
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from effnet import benchmarks, layout, runs
+from effnet import benchmarks, jsonfile, layout, runs
 from effnet.dllog import read_records
 from effnet.errors import UserError
 
@@ -35,11 +34,9 @@ class RunData:
 
 def _json(path: Path, stage: str, missing: list[str]) -> dict | None:
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        missing.append(f"{path}: not there (written by the {stage} stage)")
-    except (OSError, ValueError) as exc:
-        missing.append(f"{path}: unreadable ({exc}); rerun the {stage} stage")
+        return jsonfile.read(path, f"not there (written by the {stage} stage)")
+    except UserError as exc:
+        missing.append(str(exc))
     return None
 
 
