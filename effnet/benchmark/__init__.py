@@ -48,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("benchmark", help="training and inference throughput/latency tables",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("train", "inference"))
+    p.add_argument("what", choices=("train", "inference"), help="which benchmark: training steps or inference calls")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
     p.add_argument("--output", required=True, help="results directory (train.json / inference.json)")
     p.add_argument("--data", help="train: prepared TFRecord directory (classes; the input pipeline for "
