@@ -51,7 +51,50 @@ def check_tensorflow() -> Check:
         import keras
         wheel = "tensorflow-cpu" if _version("tensorflow-cpu") != "?" else "tensorflow"
         return f"{tf.__version__} (keras {keras.__version__}, wheel {wheel})"
-    return _import_check("tensorflow", "tensorflow", describe, SETUP_HINT)
+    found = _import_check("tensorflow", "tensorflow", describe, SETUP_HINT)
+    if found.ok:
+        import keras
+        import tensorflow as tf
+
+        try:
+            tf_keras = tf.keras.__name__
+        except Exception as exc:  # TF_USE_LEGACY_KERAS=1 without tf_keras installed fails here
+            tf_keras = f"unimportable ({type(exc).__name__})"
+        if not keras.__version__.startswith("3.") or not tf_keras.startswith("keras"):
+            return Check("tensorflow", False, f"{found.detail}: tf.keras is {tf_keras}, Keras 3 is needed",
+                         "unset TF_USE_LEGACY_KERAS (some images set it to 1) and install keras 3 "
+                         "(pip install -c requirements/constraints.txt keras)")
+    return found
+
+
+def check_train_step() -> Check:
+    """One real training step: B0 built at 32 px, Horovod's tape averaging gradients of the Keras 3
+    variables, the optimizer applying them (what the Dockerfile's last build step runs)."""
+    try:
+        import horovod.tensorflow as hvd
+        import keras
+        import numpy as np
+        import tensorflow as tf
+
+        from effnet.models import build_model
+
+        hvd.init()
+        model = build_model("efficientnet-b0", num_classes=10, image_size=32)
+        optimizer = keras.optimizers.RMSprop(0.01, rho=0.9, momentum=0.9, epsilon=1e-3)
+        images = tf.random.uniform([4, 32, 32, 3], 0, 255, seed=0)
+        labels = tf.constant([0, 1, 2, 3])
+        before = [np.array(v) for v in model.trainable_variables]
+        with tf.GradientTape() as tape:
+            loss = keras.losses.sparse_categorical_crossentropy(labels, model(images, training=True), from_logits=True)
+            loss = tf.reduce_mean(loss)
+        grads = hvd.DistributedGradientTape(tape).gradient(loss, [v.value for v in model.trainable_variables])
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        moved = sum(not np.array_equal(b, np.array(v)) for b, v in zip(before, model.trainable_variables))
+    except Exception as exc:  # any failure of the step is what this check reports
+        return Check("train step", False, f"{type(exc).__name__}: {exc}", SETUP_HINT)
+    if not np.isfinite(float(loss)) or moved == 0:
+        return Check("train step", False, f"loss {float(loss)}, {moved} variables updated", SETUP_HINT)
+    return Check("train step", True, f"B0 at 32 px: loss {float(loss):.3f}, {moved} of {len(before)} variables updated")
 
 
 def check_horovod() -> Check:
@@ -214,7 +257,7 @@ def main(args: argparse.Namespace) -> int:
         from effnet.config import load_config
 
         cluster = load_config(args.config)["cluster"]
-    checks = run_checks(cluster)
+    checks = run_checks(cluster) + ([check_train_step()] if args.train_step else [])
     for c in checks:
         status = "ok  " if c.ok else ("FAIL" if c.required else "warn")
         print(f"{status} {c.name:32s} {c.detail}")
@@ -235,6 +278,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cluster", action="store_true",
                         help="also require SLURM and a GPU, and check Pyxis, the --mpi type, GPUs per node and the "
                              "container image of --config's cluster section (run on a GPU node of the cluster)")
+    parser.add_argument("--train-step", action="store_true",
+                        help="also run one real training step (B0 at 32 px, Horovod's tape, the optimizer) on "
+                             "random images: Keras 3, Horovod and TensorFlow work together (the image build runs it)")
     parser.add_argument("--config", default="config/config.yaml",
                         help="the config whose cluster section --cluster checks (default config/config.yaml)")
     parser.set_defaults(func=main)

@@ -6,6 +6,7 @@ never from one machine's versions.
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -113,3 +114,18 @@ def test_cluster_checks_name_what_is_missing_and_the_fix(tmp_path, monkeypatch):
     assert not untagged["container-image"].ok and "not registry/name:tag" in untagged["container-image"].detail
     missing = {c.name: c for c in cluster_checks({**cluster, "container_image": str(tmp_path / "x.sqsh")})}
     assert not missing["container-image"].ok and "no such file" in missing["container-image"].detail
+
+
+def test_train_step_runs_one_real_horovod_step(cli):
+    proc = cli("doctor", "--train-step", check=True)
+    line = doctor_lines(proc.stdout)["train"]
+    updated, total = re.search(r"(\d+) of (\d+) variables updated", line).groups()
+    assert line.startswith("ok  ") and updated == total and int(total) > 200
+
+
+def test_a_legacy_keras_environment_is_named_with_its_fix(cli):
+    proc = cli("doctor", env={"TF_USE_LEGACY_KERAS": "1"})
+    assert proc.returncode == 1
+    line = doctor_lines(proc.stdout)["tensorflow"]
+    assert line.startswith("FAIL") and "Keras 3 is needed" in line
+    assert "unset TF_USE_LEGACY_KERAS" in proc.stdout
