@@ -95,12 +95,7 @@ def latest(directory: str | Path, identity: dict, recipe: str | None = None
         except UserError as exc:
             warnings.warn(f"{exc}; resuming from the previous checkpoint", stacklevel=2)
             continue
-        differs = {k: (meta.get(k), identity[k]) for k in IDENTITY if meta.get(k) != identity[k]}
-        if differs:
-            details = ", ".join(f"{k} {theirs!r} in the checkpoint, {ours!r} in this run"
-                                for k, (theirs, ours) in differs.items())
-            raise UserError(f"{path}: a checkpoint of another model ({details}); use another --checkpoint-dir "
-                            "or remove it")
+        check_model(path, meta, identity, "this run")
         if recipe is not None and meta.get(RECIPE) != recipe:
             moved = supersede(directory, meta.get(RECIPE) or "unknown")
             warnings.warn(f"{path}: a checkpoint of this model under another training recipe (a changed train or "
@@ -109,6 +104,15 @@ def latest(directory: str | Path, identity: dict, recipe: str | None = None
             return None
         return meta, arrays
     return None
+
+
+def check_model(path: Path, meta: dict, identity: dict, whose: str) -> None:
+    """UserError naming each ``IDENTITY`` key where checkpoint ``path`` differs from ``identity`` (``whose``)."""
+    differs = [f"{k} {meta.get(k)!r} in the checkpoint, {identity[k]!r} in {whose}"
+               for k in IDENTITY if meta.get(k) != identity[k]]
+    if differs:
+        raise UserError(f"{path}: a checkpoint of another model ({', '.join(differs)}); use another checkpoint "
+                        "directory or remove it")
 
 
 def supersede(directory: str | Path, recipe: str) -> Path:

@@ -69,8 +69,9 @@ def run(run_dir: str, data_dir: str, output: str, *, weights: str | None = None,
     timed = result.batch_seconds[warmup:]
     # The device's rate, as the reference's: full (padded) batches per second of model step after the warm-up.
     rate = batch_size * len(timed) / sum(timed) if timed else result.examples / world.size / wall
-    rates = hvd.allgather_object(rate)
-    latency = latency_ms([s for rank_seconds in hvd.allgather_object(timed) for s in rank_seconds])
+    gathered = hvd.allgather_object((rate, timed))  # every rank's rate and batch seconds
+    rates = [r for r, _ in gathered]
+    latency = latency_ms([s for _, rank_seconds in gathered for s in rank_seconds])
     confusion = result.confusion
     per_class = np.divide(np.diag(confusion), confusion.sum(1), out=np.full(len(confusion), np.nan),
                           where=confusion.sum(1) > 0)

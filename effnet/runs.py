@@ -56,10 +56,7 @@ def load_model(run_dir: str | Path, weights: str = "ema", checkpoint: str | Path
 
 def _load_checkpoint(model, path: Path, weights: str, summary: dict, run_dir) -> None:
     meta, arrays = checkpoints.read(path)
-    differs = [f"{k} {meta.get(k)!r} in the checkpoint, {summary[k]!r} in {run_dir}"
-               for k in checkpoints.IDENTITY if meta.get(k) != summary[k]]
-    if differs:
-        raise UserError(f"{path}: a checkpoint of another model: {'; '.join(differs)}")
+    checkpoints.check_model(path, meta, summary, str(run_dir))
     if weights == "ema" and not any(name.startswith("ema/") for name in arrays):
         raise UserError(f"{path}: holds no EMA weights (trained without EMA); use --weights raw")
     prefixes = ("ema/", "model/") if weights == "ema" else ("model/",)  # EMA covers weights and BN statistics
