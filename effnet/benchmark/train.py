@@ -39,13 +39,12 @@ def rank_counts(config: dict) -> list[int]:
 
 
 # -- a worker: every configuration on this rank count --------------------------------------------
-def _trainer(config: dict, data_dir: str, batch: int, precision, world):
+def _trainer(config: dict, data_dir: str, batch: int, precision, world, scratch: Path):
     from effnet.train.loop import Trainer
 
     config = copy.deepcopy(config)
     config["train"].update(batch_size=batch, grad_accum_steps=1, steps_per_epoch=None)
-    scratch = Path(tempfile.mkdtemp(prefix="effnet-benchmark-"))  # nothing is saved there
-    return Trainer(config, data_dir, scratch, scratch, world, precision)
+    return Trainer(config, data_dir, scratch, scratch, world, precision)  # it saves nothing there
 
 
 def _measure(trainer, data: str, warmup: int, steps: int) -> dict:
@@ -87,6 +86,7 @@ def work(config: dict, data_dir: str, log_path: str) -> int:
                    verbosity=Verbosity.VERBOSE if world.chief else Verbosity.OFF, append=False)
     log.metadata("img_per_sec", {"unit": "images/s"})
     log.metadata("step_latency_ms", {"unit": "ms"})
+    scratch = tempfile.TemporaryDirectory(prefix="effnet-benchmark-")
     for name in b["precisions"]:
         precision = precisions.resolve(name, config["train"]["xla"])
         if isinstance(precision, str):
@@ -94,7 +94,7 @@ def work(config: dict, data_dir: str, log_path: str) -> int:
             continue
         precisions.apply(precision)
         for batch in b["train_batch_sizes"]:
-            trainer = _trainer(config, data_dir, batch, precision, world)
+            trainer = _trainer(config, data_dir, batch, precision, world, Path(scratch.name))
             measured = _measure(trainer, b["data"], b["warmup_steps"], b["steps"])
             # every rank's step seconds: a step ends when its allreduce does, so ranks agree to within noise
             gathered = trainer.hvd.allgather_object(measured, name=f"benchmark_{name}_{batch}")
@@ -114,6 +114,7 @@ def work(config: dict, data_dir: str, log_path: str) -> int:
             del trainer
             gc.collect()
     log.close()
+    scratch.cleanup()
     return 0
 
 
