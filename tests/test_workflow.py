@@ -71,6 +71,10 @@ def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
     assert len(rows) == 250 and not any(r["error"] for r in rows)
     assert sum(r["class_name_1"] == r["path"].split("/")[-2] for r in rows) == round(metrics["top1"] * 250)
     check_benchmarks_and_report(tmp_path)
+    collected = snakemake("--report", str(tmp_path / "snakemake-report.html"), *configs)
+    assert collected.returncode == 0, collected.stderr[-3000:]
+    html = (tmp_path / "snakemake-report.html").read_text()
+    assert all(name in html for name in (*plots.PLOTS, "report.html", "confusion.png"))
     again = snakemake("all", *configs)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
