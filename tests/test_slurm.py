@@ -205,7 +205,8 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
                       "inference_max_batch": 2, "inference_warmup": 1, "inference_steps": 2},
         "cluster": {"gpus_per_node": 2, "mpi": "none", "container_image": IMAGE,
                     "container_mounts": f"{data}:/data", "signal_seconds": 190, "runtime_growth": 2.0,
-                    "jobs": {"train": {"runtime": 4, "cpus": 1, "mem_mb": 4000}}},
+                    "jobs": {"train": {"runtime": 4, "cpus": 1, "mem_mb": 4000},
+                             "benchmark_train": {"cpus": 1, "mem_mb": 4000}}},  # 2 ranks on the 2-CPU node
     })
     command = shlex.split(DEMO_COMMAND.format(override=override))
     assert command[0] == "snakemake"
