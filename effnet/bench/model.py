@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 
 def _grad_step(model):
@@ -44,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from effnet.models import build_model
+    from effnet.timing import rate, time_calls
 
     size, batch = args.image_size, args.batch_size
     models = {
@@ -61,11 +61,8 @@ def run(args: argparse.Namespace) -> int:
     rates: dict[str, list[float]] = {name: [] for name in models}
     for r in range(args.rounds):
         for name, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                grads = step(images, labels)
-            float(grads[0].numpy().ravel()[0])  # wait for the last step
-            rates[name].append(args.steps * batch / (time.perf_counter() - start))
+            # each step to its gradients on the host
+            rates[name].append(rate(time_calls(lambda: step(images, labels)[0].numpy(), args.steps), batch))
         print(f"round {r + 1}: " + ", ".join(f"{n} {v[-1]:.1f} img/s" for n, v in rates.items()), flush=True)
     ours, theirs = (statistics.median(rates[n]) for n in models)
     print(f"\nEfficientNet-B0 forward+backward, {size} px, batch {batch}, median of {args.rounds} rounds:")
