@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -227,7 +228,11 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
     assert json.loads((run / "evaluate/metrics.json").read_text())["examples"] == 250
     assert (run / "export/export.json").exists() and (run / "infer/predictions.csv").exists()
     bench = json.loads((run / "benchmark/train.json").read_text())  # 1 and all (2) ranks of the train job
-    assert sorted((r["ranks"], r["device"]) for r in bench["rows"]) == [(1, "CPU"), (2, "CPU")]
+    one, two = sorted(bench["rows"], key=lambda r: r["ranks"])
+    assert (one["ranks"], two["ranks"]) == (1, 2) and one["device"] == two["device"] == "CPU"
+    # 2 ranks: each rank's batch / its mean step, summed; weak scaling against 1 rank
+    assert two["img_per_sec"] >= 8 / np.mean(two["step_seconds"]) and two["weak_scaling"] == pytest.approx(
+        two["img_per_sec"] / (2 * one["img_per_sec"]))
     assert (run / "report/report.html").exists() and "## Missing" not in (run / "report/report.md").read_text()
 
     jobs = {}  # SLURM's view: each job's rule (the plugin's comment), time limit and state

@@ -23,8 +23,8 @@ def snakemake(*args, timeout=600):
 
 STAGES = ("demo_data", "prepare", "index", "train", "evaluate", "export", "infer", "benchmark_train",
           "benchmark_inference", "report", "all")
-# The benchmarks at their smallest that still show what they measure: 1 and 2 ranks, two batch sizes.
-TINY_BENCHMARK = ("benchmark: {precisions: [fp32, amp], train_batch_sizes: [4, 8], ranks: [1, 2], warmup_steps: 1, "
+# The benchmarks at their smallest that still show what they measure: two batch sizes (2 ranks: test_slurm).
+TINY_BENCHMARK = ("benchmark: {precisions: [fp32, amp], train_batch_sizes: [4, 8], ranks: [1], warmup_steps: 1, "
                   "steps: 3, inference_max_batch: 4, inference_warmup: 1, inference_steps: 3}\n")
 
 
@@ -99,22 +99,18 @@ def check_benchmarks_and_report(run):
     records and raw timings, and the report shows them."""
     bench = json.loads((run / "benchmark/train.json").read_text())
     rows = {(r["precision"], r["batch_size"], r["ranks"]): r for r in bench["rows"]}
-    assert set(rows) == {("fp32", b, n) for b in (4, 8) for n in (1, 2)}
+    assert set(rows) == {("fp32", 4, 1), ("fp32", 8, 1)}
     if not recipe.cpu_has_native_bf16():
         assert [s["precision"] for s in bench["skipped"]] == ["amp"] and "bfloat16" in bench["skipped"][0]["reason"]
-    logged = [r["data"] for n in (1, 2) for r in read_records(run / f"benchmark/train-{n}-ranks.dllog.json")
+    logged = [r["data"] for r in read_records(run / "benchmark/train-1-ranks.dllog.json")
               if r.get("step") == ["train_benchmark"]]
     assert sorted(r["avg_exp_per_second_training"] for r in logged) == sorted(r["img_per_sec"] for r in rows.values())
-    for (_, batch, ranks), row in rows.items():
+    for (_, batch, _), row in rows.items():
         assert len(row["step_seconds"]) == 3
         ms = np.asarray(row["step_seconds"]) * 1000
         assert row["step_latency_ms"]["p90"] == pytest.approx(np.percentile(ms, 90))
         assert row["step_latency_ms"]["mean"] == pytest.approx(ms.mean())
-        if ranks == 1:
-            assert row["img_per_sec"] == pytest.approx(batch / ms.mean() * 1000)
-        else:
-            one = rows[("fp32", batch, 1)]["img_per_sec"]
-            assert row["weak_scaling"] == pytest.approx(row["img_per_sec"] / (2 * one))
+        assert row["img_per_sec"] == pytest.approx(batch / ms.mean() * 1000) and row["weak_scaling"] == 1.0
     inference = json.loads((run / "benchmark/inference.json").read_text())
     assert {(r["model"], r["batch_size"]) for r in inference["rows"]} == {(m, b) for m in ("keras", "export")
                                                                          for b in (1, 2, 4)}
