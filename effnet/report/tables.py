@@ -125,12 +125,13 @@ def headline(run: RunData) -> dict[str, float]:
 def compare(run: RunData, other: RunData) -> Table:
     """Every figure either run has, side by side, with the ratio this / other."""
     ours, theirs = headline(run), headline(other)
+    mine, others = (run.name, other.name) if run.name != other.name else (str(run.run_dir), str(other.run_dir))
     rows = []
     for name in list(ours) + [n for n in theirs if n not in ours]:
         a, b = ours.get(name), theirs.get(name)
         ratio = a / b if a is not None and b else None
         rows.append([name, _num(a, 4), _num(b, 4), _num(ratio, 3)])
-    return ["figure", run.name, other.name, f"ratio {run.name} / {other.name}"], rows
+    return ["figure", mine, others, f"ratio {mine} / {others}"], rows
 
 
 def _arch(run: RunData, bench: dict) -> str:
