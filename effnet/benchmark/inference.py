@@ -99,12 +99,7 @@ def measure(config: dict, log_path: Path, run_dir: str | None = None, export_dir
             tempfile.TemporaryDirectory(prefix="effnet-benchmark-") as scratch:
         log.metadata("img_per_sec", {"unit": "images/s"})
         log.metadata("latency_ms", {"unit": "ms"})
-        for name in b["precisions"]:
-            precision = precisions.resolve(name, config["train"]["xla"])
-            if isinstance(precision, str):
-                log.log("PARAMETER", {"precision": name, "skipped": precision})
-                continue
-            precisions.apply(precision)
+        for name, precision in precisions.runnable(config, log):
             model, names, size = _model(config, run_dir)
             exported = precision.policy == "float32"
             if not exported:

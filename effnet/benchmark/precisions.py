@@ -45,6 +45,18 @@ def resolve(name: str, xla: bool | str) -> Precision | str:
     raise ValueError(f"unknown precision {name!r}: one of {', '.join(NAMES)}")
 
 
+def runnable(config: dict, log):
+    """Each of benchmark.precisions this host can run, made the process's, as (name, Precision); the others
+    are logged to ``log`` (a DLLogger) as skipped, with the reason."""
+    for name in config["benchmark"]["precisions"]:
+        precision = resolve(name, config["train"]["xla"])
+        if isinstance(precision, str):
+            log.log("PARAMETER", {"precision": name, "skipped": precision})
+            continue
+        apply(precision)
+        yield name, precision
+
+
 def apply(precision: Precision) -> None:
     """Make ``precision`` the process's: dtype policy, TF32 and XLA auto-clustering."""
     import keras

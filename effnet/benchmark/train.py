@@ -87,12 +87,7 @@ def work(config: dict, data_dir: str, log_path: str) -> int:
     log.metadata("img_per_sec", {"unit": "images/s"})
     log.metadata("step_latency_ms", {"unit": "ms"})
     scratch = tempfile.TemporaryDirectory(prefix="effnet-benchmark-")
-    for name in b["precisions"]:
-        precision = precisions.resolve(name, config["train"]["xla"])
-        if isinstance(precision, str):
-            log.log("PARAMETER", {"precision": name, "skipped": precision})
-            continue
-        precisions.apply(precision)
+    for name, precision in precisions.runnable(config, log):
         for batch in b["train_batch_sizes"]:
             trainer = _trainer(config, data_dir, batch, precision, world, Path(scratch.name))
             measured = _measure(trainer, b["data"], b["warmup_steps"], b["steps"])
