@@ -26,3 +26,12 @@ def run_cli(*args: str, env: dict | None = None, check: bool = False, cwd: Path 
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def pytest_collection_modifyitems(items):
+    """Longest first (``slow(minutes=N)``): under xdist they start at once and the short tests fill the gaps."""
+    def minutes(item) -> float:
+        marker = item.get_closest_marker("slow")
+        return marker.kwargs.get("minutes", 1) if marker else 0
+
+    items.sort(key=minutes, reverse=True)  # stable: the rest keep their order

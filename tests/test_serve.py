@@ -15,6 +15,8 @@ from datasets import make_folders, read_split
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 VAL_PER_CLASS = 5  # 50 validation images: 7 batches of 7 plus one
+# One worker (pytest-xdist) trains the run for all of them.
+pytestmark = [pytest.mark.xdist_group("serve"), pytest.mark.slow(minutes=4)]
 
 
 @pytest.fixture(scope="module")

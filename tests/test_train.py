@@ -61,6 +61,7 @@ np.savez(f"{sys.argv[2]}/rank{trainer.world.rank}.npz", **{v.path: v.numpy() for
 """
 
 
+@pytest.mark.slow(minutes=2)
 def test_two_gloo_ranks_end_with_identical_weights_and_the_loss_falls(records, tmp_path):
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
@@ -85,6 +86,7 @@ def test_two_gloo_ranks_end_with_identical_weights_and_the_loss_falls(records, t
     assert np.mean(losses[-7:]) < np.mean(losses[:7])  # it learns
 
 
+@pytest.mark.slow(minutes=3)
 def test_sigterm_then_resume_ends_with_the_weights_of_an_uninterrupted_run(records, tmp_path):
     settings = ["--set", "train.epochs=2", "--set", "train.deterministic=true", "--set", "train.ema_decay=0.9",
                 "--set", "model.dropout=0.3"]
@@ -118,6 +120,7 @@ def test_sigterm_then_resume_ends_with_the_weights_of_an_uninterrupted_run(recor
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
+@pytest.mark.slow(minutes=3)
 def test_sigkill_at_a_random_step_resumes_from_the_last_checkpoint_of_this_model(records, tmp_path):
     out = tmp_path / "run"
     settings = ["--set", "train.epochs=2", "--set", "train.checkpoint_every_steps=2"]

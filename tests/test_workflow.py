@@ -49,6 +49,7 @@ def test_a_preset_means_what_it_says_and_an_override_file_changes_one_nested_key
     assert "rule infer:" not in out  # a tfrecords source has no image files to predict
 
 
+@pytest.mark.slow(minutes=3)
 def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
     short = tmp_path / "short.yaml"  # over the demo config: two training steps
     short.write_text(f"run_dir: {tmp_path}\ntrain: {{epochs: 1, steps_per_epoch: 2}}\n{TINY_BENCHMARK}")
