@@ -213,6 +213,9 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
     })
     command = shlex.split(DEMO_COMMAND.format(override=override))
     assert command[0] == "snakemake"
+    # The plugin waits this long before a job's first status check, and 10 s more after each check that finds
+    # nothing finished: 2 s instead of the profile's 10 sees the short stages end sooner.
+    command += ["--slurm-init-seconds-before-status-checks", "2"]
     env = cluster.env(snakemake_env())
     env["PATH"] = f"{cluster.bin}:{env['PATH']}"
     start = time.monotonic()

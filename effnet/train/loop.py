@@ -2,8 +2,9 @@
 
 Every rank runs the same steps: a ``tf.function`` micro-step computes the loss on one batch and
 ``hvd.DistributedGradientTape`` averages its gradients across ranks (passing the underlying
-tf.Variables: Horovod's Keras API does not average under Keras 3); every ``grad_accum_steps``
-micro-steps the optimizer applies their mean, the EMA moves, and the global step advances. The
+tf.Variables: Horovod's Keras API does not average under Keras 3; a single rank uses the plain
+tape); every ``grad_accum_steps`` micro-steps the optimizer applies their mean, the EMA moves, and
+the global step advances (with one micro-step per update, within the micro-step: no accumulators). The
 initial state is broadcast from rank 0. SIGTERM or SIGUSR1 (what SLURM sends before a time limit
 or preemption) stops every rank at the next step boundary; rank 0 writes a checkpoint and the
 process exits with EXIT_PREEMPTED, which the workflow treats as "rerun". A rerun resumes at the
@@ -113,12 +114,13 @@ class Trainer:
         self.schedule = recipe.schedule(t, self.global_batch, self.updates_per_epoch)
         self.ema = recipe.EMA(self.model, t["ema_decay"]) if t["ema_decay"] else None
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        self.accumulators = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False) for v in self.trainable]
+        self.accumulators = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False)
+                             for v in self.trainable] if self.accum > 1 else []
         self.kernels = recipe.decayed_kernels(self.model) if t["optimizer"] != "adamw" else []
         self.loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=t["label_smoothing"])
         self.compression = hvd.Compression.fp16 if precision.mixed_float16 else hvd.Compression.none
         self.micro_step = tf.function(self._micro_step)
-        self.apply_step = tf.function(self._apply_step)
+        self._apply_accumulated = tf.function(self._apply_mean)
         self.named = _named_variables(self.model, self.optimizer, self.ema, self.step)
         self.saved_step: int | None = None
 
@@ -142,19 +144,29 @@ class Trainer:
             loss = self.loss_fn(soft, logits)
             total = loss + recipe.l2_penalty(self.kernels, self.t["weight_decay"]) if self.kernels else loss
             scaled = self.optimizer.scale_loss(total)  # loss-scaled under mixed_float16, else unchanged
-        tape = self.hvd.DistributedGradientTape(tape, compression=self.compression)
+        if self.world.size > 1:  # one rank: nothing to average (Horovod's tf.cond per gradient costs ~14 s to trace)
+            tape = self.hvd.DistributedGradientTape(tape, compression=self.compression)
         grads = tape.gradient(scaled, [v.value for v in self.trainable])
+        if self.accum == 1:
+            self._apply(grads)
         for accumulator, grad in zip(self.accumulators, grads):
             accumulator.assign_add(tf.cast(grad, tf.float32))
         hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
         return loss, hits
 
-    def _apply_step(self):
-        self.optimizer.learning_rate = self.schedule(self.step)
-        grads = [a / self.accum for a in self.accumulators]
-        self.optimizer.apply_gradients(zip(grads, self.trainable))
+    def apply_step(self) -> None:
+        """Apply the mean of the accumulated micro-steps (with one micro-step per update, it applied itself)."""
+        if self.accumulators:
+            self._apply_accumulated()
+
+    def _apply_mean(self):
+        self._apply([a / self.accum for a in self.accumulators])
         for accumulator in self.accumulators:
             accumulator.assign(tf.zeros_like(accumulator))
+
+    def _apply(self, grads) -> None:
+        self.optimizer.learning_rate = self.schedule(self.step)
+        self.optimizer.apply_gradients(zip(grads, self.trainable))
         self.step.assign_add(1)
         if self.ema is not None:
             self.ema.update(self.step)
