@@ -4,8 +4,9 @@ The command (``run``) starts one worker per rank count: the rank count's process
 locally, or the ``--launcher`` the workflow gives, which uses srun in a SLURM job). Each worker
 builds the real train step (``effnet.train.loop.Trainer``: the recipe's optimizer, L2, EMA and, on
 more than one rank, the Horovod tape) for every precision and batch size, runs ``warmup_steps``
-untimed (tracing, autotuning) and times ``steps`` steps one by one, each to its result on the host. Rank 0 writes one dllogger
-record per configuration; the command parses those records into ``train.json`` (``effnet.benchmarks``).
+untimed (tracing, autotuning) and times ``steps`` steps one by one, each to its result on the host.
+Rank 0 writes one dllogger record per configuration; the command parses those records into
+``train.json`` (``effnet.benchmarks``).
 
 Data: ``synthetic`` feeds one random batch held on the device (the step alone); ``pipeline`` feeds
 the real input pipeline of the config (data.backend, train.augment) and also times the pipeline
