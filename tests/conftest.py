@@ -28,6 +28,14 @@ def cli():
     return run_cli
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker more than cores (capped by --maxprocesses), as the tests often wait on
+    subprocesses, srun and Snakemake's status checks; PYTEST_XDIST_AUTO_NUM_WORKERS still decides."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return len(os.sched_getaffinity(0)) + 1
+
+
 def pytest_collection_modifyitems(items):
     """Longest first (``slow(minutes=N)``): under xdist they start at once and the short tests fill the gaps."""
     def minutes(item) -> float:
