@@ -5,8 +5,8 @@ loss scale, EMA weights, by variable path) and ``meta.json`` (global step, epoch
 epoch, data seed, arch, classes, image size, the recipe's fingerprint, the sha256 of ``state.npz``). A
 checkpoint is written to a temporary directory and renamed when complete, so a kill never leaves a
 half-written one under a checkpoint name; a damaged one fails its checksum and the previous one is used.
-Checkpoints of the same model under another recipe (a changed training key: their steps would not
-continue this run's) are moved aside into ``DIR/superseded-<recipe>/`` and the run starts afresh.
+Checkpoints of the same model under another recipe (a changed training key or other records: their steps
+would not continue this run's) are moved aside into ``DIR/superseded-<recipe>/`` and the run starts afresh.
 """
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def latest(directory: str | Path, identity: dict, recipe: str | None = None
         if recipe is not None and meta.get(RECIPE) != recipe:
             moved = supersede(directory, meta.get(RECIPE) or "unknown")
             warnings.warn(f"{path}: a checkpoint of this model under another training recipe (a changed train or "
-                          f"model key); its checkpoints were moved to {moved} and training starts afresh",
+                          f"model key, or other records); its checkpoints were moved to {moved} and training starts afresh",
                           stacklevel=2)
             return None
         return meta, arrays

@@ -5,7 +5,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import HANG_GUARD, REPO
 from effnet.config import ConfigError, load_config, validate
 
 CONFIGS = sorted((REPO / "config").glob("*.yaml"))
@@ -64,6 +64,9 @@ def mutate(path, value):
     ("run_dir", KeyError, "<top level>: 'run_dir' is a required property"),
     ("data.source", "folders", "data: 'input' is a required property"),
     ("train.xla", "yes", "train.xla: 'yes' is not one of ['auto', True, False]"),
+    ("run_dir", "/scratch/$(id)", "run_dir: '/scratch/$(id)' does not match"),
+    ("data.input", "/data/`id`", "data.input: '/data/`id`' does not match"),
+    ("data.val_labels", "/lustre/a,b", "data.val_labels: '/lustre/a,b' does not match"),
 ])
 def test_bad_config_names_the_key(tmp_path, path, value, expected):
     bad = tmp_path / "bad.yaml"
@@ -87,7 +90,16 @@ def test_snakemake_rejects_a_bad_config_naming_the_key(tmp_path):
     bad.write_text(yaml.safe_dump(mutate("train.bogus_key", 1)))
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(bad)],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD)
     assert proc.returncode != 0
     assert "bogus_key" in proc.stdout + proc.stderr
+
+
+def test_snakemake_refuses_a_run_dir_a_shell_would_expand_before_anything_runs(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--config",
+                           f"run_dir={tmp_path}/$(touch {tmp_path}/expanded)"],
+                          cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD)
+    assert proc.returncode != 0
+    assert "does not match" in proc.stdout + proc.stderr and "run_dir" in proc.stdout + proc.stderr
+    assert not (tmp_path / "expanded").exists()
 

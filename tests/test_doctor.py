@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import HANG_GUARD
 
 from effnet.doctor import SLURM_COMMANDS
 
@@ -22,7 +23,7 @@ def installed_tf():
     code = ("import json, keras, tensorflow as tf; print(json.dumps([tf.__version__, keras.__version__, "
             "[g.name for g in tf.config.list_physical_devices('GPU')]]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=HANG_GUARD)
     version, keras_version, gpus = json.loads(proc.stdout.splitlines()[-1])
     return {"version": version, "keras": keras_version, "gpus": gpus}
 

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import HANG_GUARD
+
 SCRIPT = """
 import horovod.tensorflow as hvd
 import tensorflow as tf
@@ -23,7 +25,7 @@ def test_two_gloo_ranks_allreduce(tmp_path):
     horovodrun = Path(sys.executable).with_name("horovodrun")
     proc = subprocess.run(
         [str(horovodrun), "--gloo", "-np", "2", "-H", "localhost:2", sys.executable, str(script)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=HANG_GUARD,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = sorted(line[line.index("RESULT"):] for line in proc.stdout.splitlines() if "RESULT" in line)

@@ -6,6 +6,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import HANG_GUARD
 
 from effnet.models import available, build_model, native_size
 from effnet.models.efficientnet import round_filters, scaled_stages, VARIANTS
@@ -164,7 +165,7 @@ def test_sync_batch_norm_uses_global_batch_statistics_across_two_ranks(tmp_path)
     script.write_text(SYNC_BN_SCRIPT)
     horovodrun = os.path.join(os.path.dirname(sys.executable), "horovodrun")
     proc = subprocess.run([horovodrun, "--gloo", "-np", "2", "-H", "localhost:2", sys.executable, str(script)],
-                          capture_output=True, text=True, timeout=300,
+                          capture_output=True, text=True, timeout=HANG_GUARD,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("SYNCBN-OK") == 2

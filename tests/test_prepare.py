@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO
+from conftest import HANG_GUARD, REPO
 from datasets import jpeg_bytes, make_folders, manifest, read_shard, read_split
 from effnet.data.demo import write_demo
 
@@ -189,8 +189,9 @@ def test_killed_prepare_resumes_only_missing_shards(tmp_path):
     proc = subprocess.Popen(args + ["--output", str(out)], cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     receipts = out / ".receipts"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(receipts.glob("*.json")) if receipts.exists() else []) < 3:
+    deadline = time.time() + HANG_GUARD
+    while (time.time() < deadline and proc.poll() is None
+           and len(list(receipts.glob("*.json")) if receipts.exists() else []) < 3):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -280,7 +281,7 @@ def test_tfds_source_reads_local_data_only_and_shuffles_a_class_sorted_split(cli
 def kill_busy_workers(out: Path, proc: subprocess.Popen, times: int) -> list[str]:
     """SIGKILL the worker writing a shard (its temporary file names its pid) ``times`` times; the shards hit."""
     killed, pids = [], set()
-    deadline = time.time() + 240
+    deadline = time.time() + HANG_GUARD
     while len(killed) < times and proc.poll() is None and time.time() < deadline:
         for tmp in out.glob(".*.tmp-*") if out.exists() else []:
             pid = int(tmp.name.rsplit("-", 1)[1])
@@ -306,7 +307,7 @@ def test_a_dead_worker_is_retried_once_then_named(tmp_path, kills):
                             cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     killed = kill_busy_workers(out, proc, kills)
-    stdout, stderr = proc.communicate(timeout=240)
+    stdout, stderr = proc.communicate(timeout=HANG_GUARD)
     assert len(killed) == kills and len(set(killed)) == 1, killed  # the retry runs the same shard first
     shard = out / killed[0]
     assert f"prepare: the worker writing {shard} was killed by SIGKILL (out of memory?); retrying the shard" in stdout

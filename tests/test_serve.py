@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import HANG_GUARD, REPO, run_cli
 from datasets import make_folders, read_split
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -89,7 +89,7 @@ def test_evaluate_on_two_ranks_counts_the_same_examples(run, ema_metrics):
     proc = subprocess.run([str(Path(sys.executable).with_name("horovodrun")), "--gloo", "-np", "2", "-H",
                            "localhost:2", sys.executable, "-m", "effnet", "evaluate", "--model", str(run / "run"),
                            "--data", str(run / "rec"), "--output", str(out), "--set", "eval.batch_size=3"],
-                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=HANG_GUARD)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     two = json.loads(out.read_text())
     assert two["world_size"] == 2 and two["examples"] == single["examples"] == 50
@@ -165,7 +165,7 @@ def test_export_loads_without_effnet_and_equals_the_keras_model(run, exported, t
     script = tmp_path / "load.py"
     script.write_text(FRESH_PROCESS)
     proc = subprocess.run([sys.executable, str(script), str(exported), str(tmp_path / "out.npz"), *map(str, files)],
-                          cwd=tmp_path, env={**ENV, "PYTHONPATH": ""}, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, env={**ENV, "PYTHONPATH": ""}, capture_output=True, text=True, timeout=HANG_GUARD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = np.load(tmp_path / "out.npz", allow_pickle=True)  # class names are bytes objects
     manifest = json.loads((exported / "export.json").read_text())

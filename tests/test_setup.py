@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import HANG_GUARD, REPO
 
 # Each stub records its name and arguments in $CALLS, then does what the test says.
 STUB = '#!/bin/sh\necho "{name} $*" >> "$CALLS"\n{body}\n'
@@ -30,7 +30,7 @@ def run_setup(tmp_path: Path, *args: str, stubs: dict[str, str], uid: int = 1000
     calls = tmp_path / "calls"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": python, "CALLS": str(calls)}
     proc = subprocess.run([str(REPO / "setup.sh"), *args], env=env, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=HANG_GUARD)
     recorded = calls.read_text().splitlines() if calls.exists() else []
     return proc, [c for c in recorded if not c.startswith("id ")]
 

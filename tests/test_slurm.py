@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import HANG_GUARD, REPO
 
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 sys.path.insert(0, str(REPO / "tests"))
@@ -25,7 +25,10 @@ import launch  # noqa: E402
 from slurm.cluster import BATCH_STEP, Cluster, unavailable  # noqa: E402
 
 from effnet.config import validate  # noqa: E402
+from effnet.dllog import read_records  # noqa: E402
 
+# The cluster tests share one cluster (fixed ports, a session fixture): one worker runs this module.
+pytestmark = pytest.mark.xdist_group("slurm")
 IMAGE = "registry.example.com/team/effnet:test"
 PYXIS_IMAGE = "registry.example.com#team/effnet:test"
 
@@ -61,18 +64,18 @@ def test_resources_per_rule_from_the_cluster_section():
     train = launch.rule_resources(config, "train")
     assert {k: v for k, v in train.items() if k != "runtime"} == {
         "mem_mb": 9000, "cpus_per_task": 6, "slurm_partition": "gpu", "slurm_account": "proj", "qos": "high",
-        "nodes": 2, "mpi": "srun", "tasks": 8, "gres": "gpu:4", "tasks_per_gpu": 1,
+        "nodes": 2, "mpi": "srun", "tasks": 8, "gres": "gpu:4", "tasks_per_gpu": 0,
         "slurm_extra": "--signal=USR1@120"}
     assert [train["runtime"](None, a) for a in (1, 2, 3, 4)] == [30, 60, 100, 100]  # grows, capped
     prepare = launch.rule_resources(config, "prepare")
     assert prepare["slurm_partition"] == "cpu" and prepare["cpus_per_task"] == 2 and "gpu" not in prepare
-    for rule in ("evaluate", "export", "infer"):
-        assert launch.rule_resources(config, rule)["gpu"] == 1
+    for rule in ("evaluate", "export", "infer"):  # one GPU; no --ntasks-per-gpu (refused by SLURM >= 23.11)
+        assert (launch.rule_resources(config, rule)["gpu"], launch.rule_resources(config, rule)["tasks_per_gpu"]) == (1, 0)
     config["cluster"]["jobs"]["index"]["partition"] = "short"
     assert launch.rule_resources(config, "index")["slurm_partition"] == "short"
     single = demo_config(gpus_per_node=1)
     resources = launch.rule_resources(single, "train")
-    assert "mpi" not in resources and resources["gpu"] == 1  # one rank: the plugin's own srun step
+    assert "mpi" not in resources and (resources["gpu"], resources["tasks_per_gpu"]) == (1, 0)  # the plugin's step
     assert "gpu" not in launch.rule_resources(demo_config(gpus_per_node=0), "evaluate")
     assert launch.attempts(config) == config["cluster"]["max_attempts"] - 1
     assert launch.attempts(config, main_process=False) == 0  # no retry inside the job
@@ -94,7 +97,7 @@ def test_launch_lines_and_container_options(tmp_path):
                              + ["python", "-m", "effnet", "train"])
     assert launch.srun_command(args) == [
         "srun", "--nodes=1", "--ntasks=2", "--ntasks-per-node=2", "--kill-on-bad-exit=1", "--mpi=none",
-        "--gpus-per-task=1", "--cpus-per-task=2", *options, "python", "-m", "effnet", "train"]
+        "--gpu-bind=none", "--cpus-per-task=2", *options, "python", "-m", "effnet", "train"]
     assert launch.local_command(args) == ["horovodrun", "-np", "2", "-H", "localhost:2", "python", "-m", "effnet",
                                           "train"]
     pmix = demo_config(nodes=2, gpus_per_node=8, mpi="pmi2")
@@ -138,7 +141,7 @@ def test_a_bad_value_stops_before_any_submission(tmp_path, override, message):
     (tmp_path / "bad.yaml").write_text(f"run_dir: {tmp_path}/run\n{override}\n")
     proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "--profile", "profiles/slurm", "--configfile",
                            "config/config.yaml", str(tmp_path / "bad.yaml")], cwd=REPO, capture_output=True,
-                          text=True, env=snakemake_env(f"{fake}:"), timeout=120)
+                          text=True, env=snakemake_env(f"{fake}:"), timeout=HANG_GUARD)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not (tmp_path / "submitted").exists() and not (tmp_path / "run").exists()
@@ -148,7 +151,7 @@ def test_local_profile_plans_the_same_dag(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "-n", "--profile", "profiles/local",
                            "--configfile", "config/config.yaml", str(_write(tmp_path / "o.yaml", {
                                "run_dir": str(tmp_path / "run")}))],
-                          cwd=REPO, capture_output=True, text=True, env=snakemake_env(), timeout=120)
+                          cwd=REPO, capture_output=True, text=True, env=snakemake_env(), timeout=HANG_GUARD)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-2000:]
     for rule in ("demo_data", "prepare", "index", "train", "evaluate", "export", "infer"):
@@ -172,6 +175,22 @@ def test_readme_documents_the_commands_the_tests_run():
 DEMO_COMMAND = "snakemake all --profile profiles/slurm --configfile config/config.yaml {override}"
 
 
+def stop_steps(run: Path) -> list[int]:
+    """The steps at which the train stage checkpointed after a stop signal, in order."""
+    return [r["data"]["checkpoint_step"] for r in read_records(run / "train/train.dllog.json")
+            if r.get("step") == "PARAMETER" and "checkpoint_step" in r["data"]]
+
+
+def squeue(env: dict) -> dict[int, tuple[str, str, str]]:
+    """SLURM's view of every job: its rule (the plugin's comment), time limit and state."""
+    jobs = {}
+    for line in subprocess.run(["squeue", "--states=all", "-h", "-o", "%i|%k|%l|%T"], env=env, capture_output=True,
+                               text=True, check=True).stdout.splitlines():
+        job, comment, limit, state = line.split("|")
+        jobs[int(job)] = (comment, limit, state)
+    return jobs
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
     why = unavailable()
@@ -185,13 +204,13 @@ def cluster(tmp_path_factory):
         cluster.stop()
 
 
-# Training long enough to be signalled in its first attempt on any machine: a 6 min limit with SIGUSR1 310 s
+# Training long enough to be signalled in its first attempt on any machine: an 8 min limit with SIGUSR1 430 s
 # before it (SLURM sends it up to ~30 s early or late, so 20-80 s after the start). A signal during start-up
 # is kept (the handler is installed before TensorFlow), so the rank checkpoints after its first step, which
-# took 60-150 s for 2 ranks on the 2-core machine, longer while other tests share it (pytest-xdist): inside
-# the limit. 12 epochs of the demo's 15 steps of 2 ranks x 32 images take ~125 s unshared, longer than the
-# signal's latest arrival; no periodic checkpoint (the one resumed from is the signal's). The retry gets
-# 15 min (signal at 590 s), enough to finish even when shared.
+# took 60-150 s for 2 ranks on the 2-core machine, longer while other tests share it (pytest-xdist): far inside
+# the limit, and the attempt ends as soon as the checkpoint is saved. 12 epochs of the demo's 15 steps of 2
+# ranks x 32 images take ~125 s unshared, longer than the signal's latest arrival; no periodic checkpoint (the
+# one resumed from is the signal's). The retry gets 20 min (signal at 770 s), several times what it needs.
 EPOCHS, STEPS_PER_EPOCH = 12, 15
 TRAIN_STEPS = EPOCHS * STEPS_PER_EPOCH
 
@@ -207,8 +226,8 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
         "benchmark": {"precisions": ["fp32"], "train_batch_sizes": [8], "warmup_steps": 1, "steps": 2,
                       "inference_max_batch": 2, "inference_warmup": 1, "inference_steps": 2},
         "cluster": {"gpus_per_node": 2, "mpi": "none", "container_image": IMAGE,
-                    "container_mounts": f"{data}:/data", "signal_seconds": 310, "runtime_growth": 2.5,
-                    "jobs": {"train": {"runtime": 6, "cpus": 1, "mem_mb": 4000},
+                    "container_mounts": f"{data}:/data", "signal_seconds": 430, "runtime_growth": 2.5,
+                    "jobs": {"train": {"runtime": 8, "cpus": 1, "mem_mb": 4000},
                              "benchmark_train": {"cpus": 1, "mem_mb": 4000}}},  # 2 ranks on the 2-CPU node
     })
     command = shlex.split(DEMO_COMMAND.format(override=override))
@@ -220,7 +239,7 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
     env["PATH"] = f"{cluster.bin}:{env['PATH']}"
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", *command], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=1500)
+                          timeout=HANG_GUARD)
     took = time.monotonic() - start
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{out[-6000:]}\n{cluster.logs()}"
@@ -230,6 +249,8 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
     summary = json.loads((run / "train/train_summary.json").read_text())
     assert summary["steps"] == TRAIN_STEPS and summary["world_size"] == 2
     assert summary["resumed_from_step"] and 0 < summary["resumed_from_step"] < TRAIN_STEPS
+    # from the checkpoint the signal asked for (rank 0 finished it before rank 1 exited and srun ended the step)
+    assert stop_steps(run) == [summary["resumed_from_step"]]
     assert json.loads((run / "evaluate/metrics.json").read_text())["examples"] == 250
     assert (run / "export/export.json").exists() and (run / "infer/predictions.csv").exists()
     bench = json.loads((run / "benchmark/train.json").read_text())  # 1 and all (2) ranks of the train job
@@ -240,14 +261,10 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
         two["img_per_sec"] / (2 * one["img_per_sec"]))
     assert (run / "report/report.html").exists() and "## Missing" not in (run / "report/report.md").read_text()
 
-    jobs = {}  # SLURM's view: each job's rule (the plugin's comment), time limit and state
-    for line in subprocess.run(["squeue", "--states=all", "-h", "-o", "%i|%k|%l|%T"], env=env, capture_output=True,
-                               text=True, check=True).stdout.splitlines():
-        job, comment, limit, state = line.split("|")
-        jobs[int(job)] = (comment, limit, state)
+    jobs = squeue(env)
     train_jobs = sorted(j for j, (c, _, _) in jobs.items() if c == "rule_train")
     assert len(train_jobs) == 2, jobs  # one resubmission
-    assert [jobs[j][1] for j in train_jobs] == ["6:00", "15:00"]  # runtime x 2.5 on the retry
+    assert [jobs[j][1] for j in train_jobs] == ["8:00", "20:00"]  # runtime x 2.5 on the retry
     assert jobs[train_jobs[0]][2] in ("FAILED", "TIMEOUT") and jobs[train_jobs[1]][2] == "COMPLETED"
 
     # Pyxis options: exactly on the srun that starts each stage, never on a batch script or Snakemake
@@ -268,3 +285,42 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
     for r in stages["train"]:
         by_job.setdefault(r["job"], []).append(r["task"])
     assert {j: sorted(t) for j, t in by_job.items()} == {j: [0, 1] for j in train_jobs}  # one srun of 2 ranks each
+
+
+@pytest.mark.slow(minutes=4)
+def test_one_rank_signalled_in_its_job_checkpoints_exits_75_and_the_retry_resumes_there(cluster, tmp_path):
+    """One rank runs in the step of the plugin's job-side Snakemake, which gets the same SIGUSR1 (scancel -s USR1
+    signals every step of a job but the batch shell, as sbatch --signal does): the rank must still save and
+    exit 75, and the resubmitted job resume from that step."""
+    run = tmp_path / "run"
+    override = _write(tmp_path / "override.yaml", {
+        "run_dir": str(run), "data": {"demo_images_per_class": 12},
+        "train": {"epochs": 15, "eval_every": None, "log_every": 1, "checkpoint_every": 100},  # 45 steps
+        "cluster": {"gpus_per_node": 0, "jobs": {"train": {"runtime": 30, "cpus": 2, "mem_mb": 4000}}},
+    })
+    env = cluster.env(snakemake_env())
+    env["PATH"] = f"{cluster.bin}:{env['PATH']}"
+    log = run / "train/train.dllog.json"
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "train", "--profile", "profiles/slurm", "--configfile",
+                             "config/config.yaml", str(override), "--slurm-init-seconds-before-status-checks", "2"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + HANG_GUARD
+        while proc.poll() is None and time.monotonic() < deadline and not (
+                log.exists() and sum(isinstance(r.get("step"), list) for r in read_records(log)) >= 3):
+            time.sleep(0.5)
+        (job,) = [j for j, (rule, _, state) in squeue(env).items() if rule == "rule_train" and state == "RUNNING"]
+        signalled = time.time()
+        subprocess.run(["scancel", "--signal=USR1", str(job)], env=env, check=True)
+        out, _ = proc.communicate(timeout=HANG_GUARD)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, f"{out[-6000:]}\n{cluster.logs()}"
+    jobs = squeue(env)
+    train_jobs = sorted(j for j, (rule, _, _) in jobs.items() if rule == "rule_train")
+    assert train_jobs[0] == job and len(train_jobs) == 2 and jobs[train_jobs[1]][2] == "COMPLETED"
+    summary = json.loads((run / "train/train_summary.json").read_text())
+    assert summary["world_size"] == 1 and stop_steps(run) == [summary["resumed_from_step"]]
+    assert 3 <= summary["resumed_from_step"] < summary["steps"]
+    stopped = next(r for r in read_records(log) if "checkpoint_step" in r.get("data", {}))
+    print(f"1 rank: {float(stopped['timestamp']) - signalled:.1f} s from the signal to the saved checkpoint")

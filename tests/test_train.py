@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import HANG_GUARD, REPO, run_cli
 from effnet import checkpoints
 from effnet.errors import UserError
 from effnet.train import recipe
@@ -70,7 +70,7 @@ def test_two_gloo_ranks_end_with_identical_weights_and_the_loss_falls(records, t
                                                  "model.batch_norm=sync"]
     proc = subprocess.run([str(Path(sys.executable).with_name("horovodrun")), "--gloo", "-np", "2", "-H",
                            "localhost:2", sys.executable, str(script), str(records), str(out), *sets],
-                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=HANG_GUARD)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "rank 0/2 local_rank 0/2 device CPU precision float32" in proc.stdout
     assert "rank 1/2 local_rank 1/2 device CPU precision float32" in proc.stdout
@@ -91,17 +91,17 @@ def test_sigterm_then_resume_ends_with_the_weights_of_an_uninterrupted_run(recor
     settings = ["--set", "train.epochs=2", "--set", "train.deterministic=true", "--set", "train.ema_decay=0.9",
                 "--set", "model.dropout=0.3"]
     whole = subprocess.run(train_args(records, tmp_path / "whole", *settings), cwd=REPO, env=ENV,
-                           capture_output=True, text=True, timeout=600)
+                           capture_output=True, text=True, timeout=HANG_GUARD)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     out = tmp_path / "stopped"
     proc = subprocess.Popen(train_args(records, out, *settings), cwd=REPO, env=ENV, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
+    deadline = time.time() + HANG_GUARD
     while len(step_losses(out)) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=300)
+    _, stderr = proc.communicate(timeout=HANG_GUARD)
     assert proc.returncode == EXIT_PREEMPTED, stderr[-3000:]
     stopped_at = [r for r in log_records(out) if r.get("step") == "PARAMETER" and "checkpoint_step" in r["data"]]
     step = stopped_at[0]["data"]["checkpoint_step"]
@@ -109,7 +109,7 @@ def test_sigterm_then_resume_ends_with_the_weights_of_an_uninterrupted_run(recor
     assert not (out / "train_summary.json").exists()
 
     resumed = subprocess.run(train_args(records, out, *settings), cwd=REPO, env=ENV, capture_output=True,
-                             text=True, timeout=600)
+                             text=True, timeout=HANG_GUARD)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     resume = [r["data"] for r in log_records(out) if r.get("step") == "PARAMETER" and "resumed_from_step" in r["data"]]
     assert resume == [{"resumed_from_step": step, "epoch": step // 7, "micro_batch": step % 7}]
@@ -127,7 +127,7 @@ def test_sigkill_at_a_random_step_resumes_from_the_last_checkpoint_of_this_model
     proc = subprocess.Popen(train_args(records, out, *settings), cwd=REPO, env=ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = int(np.random.default_rng().integers(3, 11))
-    deadline = time.time() + 300
+    deadline = time.time() + HANG_GUARD
     while len(step_losses(out)) < target and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -135,7 +135,7 @@ def test_sigkill_at_a_random_step_resumes_from_the_last_checkpoint_of_this_model
     saved = [int(p.name[5:]) for p in checkpoints.checkpoints(out / "checkpoints")]
     assert saved and all(s % 2 == 0 for s in saved) and len(saved) <= 3  # keep_checkpoints
     resumed = subprocess.run(train_args(records, out, *settings), cwd=REPO, env=ENV, capture_output=True,
-                             text=True, timeout=600)
+                             text=True, timeout=HANG_GUARD)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     resume = [r["data"] for r in log_records(out) if r.get("step") == "PARAMETER" and "resumed_from_step" in r["data"]]
     assert resume[0]["resumed_from_step"] == max(saved)
@@ -143,19 +143,30 @@ def test_sigkill_at_a_random_step_resumes_from_the_last_checkpoint_of_this_model
     assert (out / "model.keras").exists() and (out / "ema.keras").exists()
     assert not list((out / "checkpoints").glob(".*"))  # no temporary checkpoint left
     other = subprocess.run(train_args(records, out, "--set", "model.arch=efficientnet-b1"), cwd=REPO, env=ENV,
-                           capture_output=True, text=True, timeout=600)
+                           capture_output=True, text=True, timeout=HANG_GUARD)
     assert other.returncode == 2
     assert ("a checkpoint of another model (arch 'efficientnet-b0' in the checkpoint, 'efficientnet-b1' in this run)"
             in other.stderr)
     # a changed training key: the old checkpoints are set aside and training starts from step 0
     changed = subprocess.run(train_args(records, out, "--set", "train.epochs=1"), cwd=REPO, env=ENV,
-                             capture_output=True, text=True, timeout=600)
+                             capture_output=True, text=True, timeout=HANG_GUARD)
     assert changed.returncode == 0, changed.stderr[-3000:]
     assert "under another training recipe" in changed.stderr
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 7 and summary["resumed_from_step"] is None
     (aside,) = (out / "checkpoints").glob(f"{checkpoints.SUPERSEDED}*")
     assert max(int(p.name[5:]) for p in checkpoints.checkpoints(aside)) == 14
+    # other records (the same images shuffled into other shards) under the same keys: trained afresh too, not the
+    # finished run's last checkpoint published again
+    other = records.parent / "rec-seed-1"
+    run_cli("prepare", "--source", "folders", "--input", str(records.parent / "demo"), "--output", str(other),
+            "--train-shards", "2", "--val-shards", "1", "--workers", "2", "--seed", "1", check=True)
+    retrained = subprocess.run(train_args(other, out, "--set", "train.epochs=1"), cwd=REPO, env=ENV,
+                               capture_output=True, text=True, timeout=HANG_GUARD)
+    assert retrained.returncode == 0, retrained.stderr[-3000:]
+    assert "under another training recipe" in retrained.stderr
+    assert json.loads((out / "train_summary.json").read_text())["resumed_from_step"] is None
+    assert len(list((out / "checkpoints").glob(f"{checkpoints.SUPERSEDED}*"))) == 2
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
@@ -191,12 +202,18 @@ def test_checkpoints_of_another_recipe_are_set_aside_not_resumed(tmp_path):
     config = {"model": {"arch": "efficientnet-b0"}, "train": {"epochs": 3, "log_every": 5}}
     assert recipe.fingerprint(config) == recipe.fingerprint({**config, "train": {"epochs": 3, "log_every": 9}})
     assert recipe.fingerprint(config) != recipe.fingerprint({**config, "train": {"epochs": 4, "log_every": 5}})
+    manifest = {"label_offset": 1, "classes": [{"id": "a"}], "splits": {"train": {"shards": [{"sha256": "0"}]}},
+                "source": {"input": "/data/a"}}
+    moved = {**manifest, "source": {"input": "/data/b"}}  # the same records elsewhere
+    reshuffled = {**manifest, "splits": {"train": {"shards": [{"sha256": "1"}]}}}
+    assert recipe.fingerprint(config, manifest) == recipe.fingerprint(config, moved)
+    assert recipe.fingerprint(config, manifest) != recipe.fingerprint(config, reshuffled)
 
 
 def test_gradient_accumulation_applies_one_update_per_n_batches(records, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(train_args(records, out, "--set", "train.epochs=1", "--set", "train.grad_accum_steps=2"),
-                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=HANG_GUARD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "train_summary.json").read_text())
     assert (summary["steps"], summary["global_batch"]) == (3, 16)  # 7 batches of 8: 3 updates of 2 batches
@@ -212,7 +229,7 @@ def test_gradient_accumulation_applies_one_update_per_n_batches(records, tmp_pat
 ])
 def test_a_config_that_cannot_work_stops_before_training(records, tmp_path, setting, message):
     proc = subprocess.run(train_args(records, tmp_path / "run", "--set", setting), cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_GUARD)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -221,7 +238,7 @@ def test_a_config_that_cannot_work_stops_before_training(records, tmp_path, sett
 def test_a_rank_that_would_train_alone_is_an_error(records, tmp_path):
     env = {**ENV, "SLURM_NTASKS": "2", "SLURM_PROCID": "0"}
     proc = subprocess.run(train_args(records, tmp_path / "run"), cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=HANG_GUARD)
     assert proc.returncode == 2
     assert "SLURM_NTASKS=2 but Horovod started 1 rank(s): this process would train alone" in proc.stderr
 

@@ -92,7 +92,7 @@ class Trainer:
         self.classes = manifest["classes"]
         self.image_size = m["image_size"] or native_size(m["arch"])
         self.identity = {"arch": m["arch"], "num_classes": self.num_classes, "image_size": self.image_size}
-        self.recipe = recipe.fingerprint(config)
+        self.recipe = recipe.fingerprint(config, manifest)
         self.accum = t["grad_accum_steps"]
         self.global_batch = t["batch_size"] * world.size * self.accum
         probe = self.batches(0, 1, 0)  # also checks that the data fills a batch on every rank
@@ -195,6 +195,10 @@ class Trainer:
                     "global_batch": self.global_batch}
             checkpoints.save(self.checkpoint_dir, arrays, meta, self.t["keep_checkpoints"])
         self.saved_step = int(self.step.numpy())
+
+    def barrier(self, name: str) -> None:
+        """Return once every rank has reached this point (so all that rank 0 did before it is done)."""
+        self.hvd.allreduce(tf.constant(0, tf.int32), name=name).numpy()
 
     def agree_to_stop(self, flag: StopFlag) -> bool:
         """Whether any rank was signalled (every rank gets the same answer)."""
@@ -314,6 +318,9 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
             if flag.signal is not None or world.size > 1:
                 if trainer.agree_to_stop(flag):
                     trainer.save(epoch, micro)
+                    # no rank exits before rank 0's checkpoint is complete: srun --kill-on-bad-exit kills every
+                    # task once one exits 75, and a rank 0 killed mid-save loses what the signal was for
+                    trainer.barrier("checkpoint_saved")
                     log.log("PARAMETER", {"stopped_by_signal": flag.signal, "checkpoint_step": step})
                     bar.close()
                     return EXIT_PREEMPTED

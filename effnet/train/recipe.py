@@ -121,11 +121,17 @@ class Precision:
 BOOKKEEPING = ("log_every", "eval_every", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints")
 
 
-def fingerprint(config: dict) -> str:
-    """sha256 of what decides a run's steps: the model and train sections, bookkeeping keys left out.
-    A checkpoint resumes only a run with the same fingerprint (``effnet.checkpoints.latest``)."""
+# What of the records' manifest decides the steps: the classes and every shard's digest (not where they came from).
+RECORDS = ("label_offset", "classes", "splits")
+
+
+def fingerprint(config: dict, manifest: dict | None = None) -> str:
+    """sha256 of what decides a run's steps: the model and train sections, bookkeeping keys left out, and
+    the records trained on (``manifest``, the prepare stage's). A checkpoint resumes only a run with the same
+    fingerprint (``effnet.checkpoints.latest``): new records or a changed key start afresh."""
     train = {k: v for k, v in config["train"].items() if k not in BOOKKEEPING}
-    blob = json.dumps({"model": config["model"], "train": train}, sort_keys=True)
+    records = {k: manifest[k] for k in RECORDS} if manifest else None
+    blob = json.dumps({"model": config["model"], "train": train, "records": records}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

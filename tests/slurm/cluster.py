@@ -135,13 +135,13 @@ class Cluster:
             env=self.env(), start_new_session=True)
         log.close()
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = 600) -> None:
         self.write_files()
         munge = self.root / "munge"
         self._start("munged", "-F", "--force", f"--key-file={munge / 'munge.key'}",
                     f"--socket={munge / 'munge.socket'}", f"--pid-file={munge / 'munged.pid'}",
                     f"--log-file={munge / 'munged.log'}", f"--seed-file={munge / 'munged.seed'}")
-        self._wait(lambda: (munge / "munge.socket").exists(), 10, "munged")
+        self._wait(lambda: (munge / "munge.socket").exists(), timeout, "munged")
         self._start("slurmctld", "-D", "-i", "-f", str(self.conf))
         self._start("slurmd", "-D", "-f", str(self.conf))
         self._wait(self._node_idle, timeout, "the node to become idle")

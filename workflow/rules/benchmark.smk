@@ -26,8 +26,8 @@ rule benchmark_train:
     log:
         f"{logs}/benchmark_train.log",
     shell:
-        "python -m effnet benchmark train --data {params.records} --output {params.out} --launcher {params.launcher} "
-        "{params.config} > {log} 2>&1"
+        "python -m effnet benchmark train --data {params.records:q} --output {params.out:q} --launcher {params.launcher} "
+        "{params.config} > {log:q} 2>&1"
 
 
 rule benchmark_inference:
@@ -48,8 +48,8 @@ rule benchmark_inference:
     log:
         f"{logs}/benchmark_inference.log",
     shell:
-        "{resources.launch} python -m effnet benchmark inference --model {params.run} --export {input.export} "
-        "--output {params.out} {params.config} > {log} 2>&1"
+        "{resources.launch} python -m effnet benchmark inference --model {params.run:q} --export {input.export:q} "
+        "--output {params.out:q} {params.config} > {log:q} 2>&1"
 
 
 rule report:
@@ -73,4 +73,4 @@ rule report:
     log:
         f"{logs}/report.log",
     shell:
-        "{resources.launch} python -m effnet report --run {params.run} --output {params.out} > {log} 2>&1"
+        "{resources.launch} python -m effnet report --run {params.run:q} --output {params.out:q} > {log:q} 2>&1"

@@ -1,5 +1,6 @@
 # Configuration checks and the paths every rule shares.
 import shlex
+import signal
 from pathlib import Path
 
 import yaml
@@ -10,6 +11,13 @@ from effnet import benchmarks, layout, runs
 
 
 validate(config, str(Path(workflow.basedir) / "effnet/schemas/config.schema.yaml"))
+
+if not workflow.is_main_process:
+    # In a SLURM job the plugin runs this Snakemake as `srun -n1 snakemake ...`, in the step of the stage it
+    # starts: the train job's SIGUSR1 (sbatch --signal) reaches it too, and would end it, the step and the
+    # rank before its checkpoint. The stage handles the signal; Snakemake (and the shell, which inherits it)
+    # ignores it.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 RUN_DIR = Path(config["run_dir"])
 DATA = config["data"]
@@ -75,7 +83,7 @@ def prepare_options(wildcards):
     ]
     for key in ("val_labels", "synsets", "tfds_name"):
         if DATA.get(key):
-            options.append(f"--{key.replace('_', '-')} {DATA[key]}")
+            options.append(f"--{key.replace('_', '-')} {shlex.quote(DATA[key])}")
     if DATA["skip_corrupt"]:
         options.append("--skip-corrupt")
     return " ".join(options)

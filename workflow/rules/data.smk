@@ -20,8 +20,8 @@ rule demo_data:
     log:
         f"{logs}/demo_data.log",
     shell:
-        "{resources.launch} python -m effnet demo-data --output {output} --seed {params.seed} "
-        "--train-per-class {params.per_class} > {log} 2>&1"
+        "{resources.launch} python -m effnet demo-data --output {output:q} --seed {params.seed:q} "
+        "--train-per-class {params.per_class:q} > {log:q} 2>&1"
 
 
 rule prepare:
@@ -41,8 +41,8 @@ rule prepare:
     log:
         f"{logs}/prepare.log",
     shell:
-        "{resources.launch} python -m effnet prepare --source {params.source} --input {input} --output {params.out} "
-        "--workers {threads} {params.options} > {log} 2>&1"
+        "{resources.launch} python -m effnet prepare --source {params.source:q} --input {input:q} --output {params.out:q} "
+        "--workers {threads} {params.options} > {log:q} 2>&1"
 
 
 rule index:
@@ -60,4 +60,4 @@ rule index:
     log:
         f"{logs}/index.log",
     shell:
-        "{resources.launch} python -m effnet index --tfrecords {params.records} --output {params.out} > {log} 2>&1"
+        "{resources.launch} python -m effnet index --tfrecords {params.records:q} --output {params.out:q} > {log:q} 2>&1"

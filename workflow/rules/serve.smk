@@ -24,8 +24,8 @@ rule evaluate:
     log:
         f"{logs}/evaluate.log",
     shell:
-        "{resources.launch} python -m effnet evaluate --model {params.run} --data {params.records} --output {output.metrics} "
-        "--confusion-png {output.confusion} {params.config} > {log} 2>&1"
+        "{resources.launch} python -m effnet evaluate --model {params.run:q} --data {params.records:q} --output {output.metrics:q} "
+        "--confusion-png {output.confusion:q} {params.config} > {log:q} 2>&1"
 
 
 rule export:
@@ -45,8 +45,8 @@ rule export:
     log:
         f"{logs}/export.log",
     shell:
-        "{resources.launch} python -m effnet export --model {params.run} --output {output} --weights {params.weights} "
-        "--top-k {params.top_k} {params.onnx} > {log} 2>&1"
+        "{resources.launch} python -m effnet export --model {params.run:q} --output {output:q} --weights {params.weights:q} "
+        "--top-k {params.top_k:q} {params.onnx} > {log:q} 2>&1"
 
 
 rule infer:
@@ -66,5 +66,5 @@ rule infer:
     log:
         f"{logs}/infer.log",
     shell:
-        "{resources.launch} python -m effnet infer --model {input.model} --images {params.images} --output {output} "
-        "--top-k {params.top_k} --batch-size {params.batch_size} > {log} 2>&1"
+        "{resources.launch} python -m effnet infer --model {input.model:q} --images {params.images:q} --output {output:q} "
+        "--top-k {params.top_k:q} --batch-size {params.batch_size:q} > {log:q} 2>&1"

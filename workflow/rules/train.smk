@@ -26,4 +26,4 @@ rule train:
     log:
         f"{logs}/train.log",
     shell:
-        "{resources.launch} python -m effnet train --data {params.records} --output {params.out} {params.config} > {log} 2>&1"
+        "{resources.launch} python -m effnet train --data {params.records:q} --output {params.out:q} {params.config} > {log:q} 2>&1"

@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
@@ -103,13 +104,16 @@ def rule_resources(config: dict, rule: str) -> dict:
             resources["tasks"] = nodes * per_node
             if gpus:
                 resources["gres"] = f"gpu:{gpus}"  # per node
-                resources["tasks_per_gpu"] = 1
         elif gpus:
             resources["gpu"] = 1  # one rank: in the step the plugin starts, with its GPU
         if rule == "train":  # every rank (every step's processes; not the batch shell) gets SIGUSR1 before the limit
             resources["slurm_extra"] = f"--signal=USR1@{cluster['signal_seconds']}"
     elif gpu:
         resources["gpu"] = 1
+    if "gpu" in resources or "gres" in resources:
+        # else the plugin adds sbatch --ntasks-per-gpu, which SLURM >= 23.11 refuses beside the
+        # --cpus-per-task of the job's srun (SLURM_TRES_PER_TASK; plugin issues #342, #373)
+        resources["tasks_per_gpu"] = 0
     return resources
 
 
@@ -210,7 +214,9 @@ def srun_command(args: argparse.Namespace, environ=os.environ) -> list[str] | No
         srun = ["srun", f"--nodes={args.nodes}", f"--ntasks={tasks}", f"--ntasks-per-node={args.tasks_per_node}",
                 "--kill-on-bad-exit=1", f"--mpi={'none' if args.mpi == 'none' else args.mpi}"]
         if args.gpus_per_task:
-            srun.append(f"--gpus-per-task={args.gpus_per_task}")
+            # every rank sees its node's GPUs (the step gets the job's; NCCL keeps NVLink peer-to-peer between
+            # them, which --gpus-per-task's per-task cgroup would block) and takes its local rank's (effnet.ranks)
+            srun.append("--gpu-bind=none")
         if args.cpus_per_task:
             srun.append(f"--cpus-per-task={args.cpus_per_task}")
     elif args.container_image:
@@ -270,7 +276,9 @@ def gloo_rendezvous(args: argparse.Namespace, environ: dict) -> object:
 
 def run(command: list[str], env: dict) -> int:
     """Run ``command``, forwarding termination signals to it; its exit status (128+N if killed by N)."""
-    print("launch:", shlex.join(command), file=sys.stderr, flush=True)
+    # the first line of an attempt's log: when and in which job it ran
+    job = f" (SLURM job {env['SLURM_JOB_ID']})" if "SLURM_JOB_ID" in env else ""
+    print(f"launch: {time.strftime('%Y-%m-%d %H:%M:%S')}{job}:", shlex.join(command), file=sys.stderr, flush=True)
     child = subprocess.Popen(command, env=env)
 
     def forward(signum, frame):
