@@ -99,8 +99,8 @@ def latest(directory: str | Path, identity: dict, recipe: str | None = None
         if recipe is not None and meta.get(RECIPE) != recipe:
             moved = supersede(directory, meta.get(RECIPE) or "unknown")
             warnings.warn(f"{path}: a checkpoint of this model under another training recipe (a changed train or "
-                          f"model key, or other records); its checkpoints were moved to {moved} and training starts afresh",
-                          stacklevel=2)
+                          f"model key, or other records); its checkpoints were moved to {moved} and training starts "
+                          "afresh", stacklevel=2)
             return None
         return meta, arrays
     return None

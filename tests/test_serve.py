@@ -165,7 +165,8 @@ def test_export_loads_without_effnet_and_equals_the_keras_model(run, exported, t
     script = tmp_path / "load.py"
     script.write_text(FRESH_PROCESS)
     proc = subprocess.run([sys.executable, str(script), str(exported), str(tmp_path / "out.npz"), *map(str, files)],
-                          cwd=tmp_path, env={**ENV, "PYTHONPATH": ""}, capture_output=True, text=True, timeout=HANG_GUARD)
+                          cwd=tmp_path, env={**ENV, "PYTHONPATH": ""}, capture_output=True, text=True,
+                          timeout=HANG_GUARD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = np.load(tmp_path / "out.npz", allow_pickle=True)  # class names are bytes objects
     manifest = json.loads((exported / "export.json").read_text())

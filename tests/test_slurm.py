@@ -70,7 +70,8 @@ def test_resources_per_rule_from_the_cluster_section():
     prepare = launch.rule_resources(config, "prepare")
     assert prepare["slurm_partition"] == "cpu" and prepare["cpus_per_task"] == 2 and "gpu" not in prepare
     for rule in ("evaluate", "export", "infer"):  # one GPU; no --ntasks-per-gpu (refused by SLURM >= 23.11)
-        assert (launch.rule_resources(config, rule)["gpu"], launch.rule_resources(config, rule)["tasks_per_gpu"]) == (1, 0)
+        resources = launch.rule_resources(config, rule)
+        assert (resources["gpu"], resources["tasks_per_gpu"]) == (1, 0)
     config["cluster"]["jobs"]["index"]["partition"] = "short"
     assert launch.rule_resources(config, "index")["slurm_partition"] == "short"
     single = demo_config(gpus_per_node=1)
