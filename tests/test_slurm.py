@@ -27,8 +27,6 @@ from slurm.cluster import BATCH_STEP, Cluster, unavailable  # noqa: E402
 from effnet.config import validate  # noqa: E402
 from effnet.dllog import read_records  # noqa: E402
 
-# The cluster tests share one cluster (fixed ports, a session fixture): one worker runs this module.
-pytestmark = pytest.mark.xdist_group("slurm")
 IMAGE = "registry.example.com/team/effnet:test"
 PYXIS_IMAGE = "registry.example.com#team/effnet:test"
 
@@ -182,13 +180,15 @@ def stop_steps(run: Path) -> list[int]:
             if r.get("step") == "PARAMETER" and "checkpoint_step" in r["data"]]
 
 
-def squeue(env: dict) -> dict[int, tuple[str, str, str]]:
-    """SLURM's view of every job: its rule (the plugin's comment), time limit and state."""
+def squeue(env: dict, after: int = 0) -> dict[int, tuple[str, str, str]]:
+    """SLURM's view of the jobs numbered above ``after`` (a worker's tests share its cluster):
+    each job's rule (the plugin's comment), time limit and state."""
     jobs = {}
     for line in subprocess.run(["squeue", "--states=all", "-h", "-o", "%i|%k|%l|%T"], env=env, capture_output=True,
                                text=True, check=True).stdout.splitlines():
         job, comment, limit, state = line.split("|")
-        jobs[int(job)] = (comment, limit, state)
+        if int(job) > after:
+            jobs[int(job)] = (comment, limit, state)
     return jobs
 
 
@@ -197,7 +197,9 @@ def cluster(tmp_path_factory):
     why = unavailable()
     if why:
         pytest.skip(why)
-    cluster = Cluster(tmp_path_factory.mktemp("slurm"))
+    # one cluster per pytest-xdist worker (gw0, gw1, ...), on its own ports, so the cluster tests run side by side
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
+    cluster = Cluster(tmp_path_factory.mktemp("slurm"), port=16817 + 2 * worker)
     try:
         cluster.start()
         yield cluster
@@ -209,10 +211,11 @@ def cluster(tmp_path_factory):
 # before it (SLURM sends it up to ~30 s early or late, so 20-80 s after the start). A signal during start-up
 # is kept (the handler is installed before TensorFlow), so the rank checkpoints after its first step, which
 # took 60-150 s for 2 ranks on the 2-core machine, longer while other tests share it (pytest-xdist): far inside
-# the limit, and the attempt ends as soon as the checkpoint is saved. 12 epochs of the demo's 15 steps of 2
-# ranks x 32 images take ~125 s unshared, longer than the signal's latest arrival; no periodic checkpoint (the
-# one resumed from is the signal's). The retry gets 20 min (signal at 770 s), several times what it needs.
-EPOCHS, STEPS_PER_EPOCH = 12, 15
+# the limit, and the attempt ends as soon as the checkpoint is saved. 8 epochs of the demo's 15 steps of 2
+# ranks x 32 images take ~85 s unshared after a start-up of at least 25 s, longer than the signal's latest
+# arrival; no periodic checkpoint (the one resumed from is the signal's). The retry gets 20 min (signal at
+# 770 s), several times what it needs.
+EPOCHS, STEPS_PER_EPOCH = 8, 15
 TRAIN_STEPS = EPOCHS * STEPS_PER_EPOCH
 
 
@@ -237,6 +240,7 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
     # nothing finished: 2 s instead of the profile's 10 sees the short stages end sooner.
     command += ["--slurm-init-seconds-before-status-checks", "2"]
     env = cluster.env(snakemake_env())
+    before = max(squeue(env), default=0)
     env["PATH"] = f"{cluster.bin}:{env['PATH']}"
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", *command], cwd=REPO, env=env, capture_output=True, text=True,
@@ -262,7 +266,7 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
         two["img_per_sec"] / (2 * one["img_per_sec"]))
     assert (run / "report/report.html").exists() and "## Missing" not in (run / "report/report.md").read_text()
 
-    jobs = squeue(env)
+    jobs = squeue(env, after=before)
     train_jobs = sorted(j for j, (c, _, _) in jobs.items() if c == "rule_train")
     assert len(train_jobs) == 2, jobs  # one resubmission
     assert [jobs[j][1] for j in train_jobs] == ["8:00", "20:00"]  # runtime x 2.5 on the retry
@@ -300,6 +304,7 @@ def test_one_rank_signalled_in_its_job_checkpoints_exits_75_and_the_retry_resume
         "cluster": {"gpus_per_node": 0, "jobs": {"train": {"runtime": 30, "cpus": 2, "mem_mb": 4000}}},
     })
     env = cluster.env(snakemake_env())
+    before = max(squeue(env), default=0)
     env["PATH"] = f"{cluster.bin}:{env['PATH']}"
     log = run / "train/train.dllog.json"
     proc = subprocess.Popen([sys.executable, "-m", "snakemake", "train", "--profile", "profiles/slurm", "--configfile",
@@ -310,14 +315,15 @@ def test_one_rank_signalled_in_its_job_checkpoints_exits_75_and_the_retry_resume
         while proc.poll() is None and time.monotonic() < deadline and not (
                 log.exists() and sum(isinstance(r.get("step"), list) for r in read_records(log)) >= 3):
             time.sleep(0.5)
-        (job,) = [j for j, (rule, _, state) in squeue(env).items() if rule == "rule_train" and state == "RUNNING"]
+        (job,) = [j for j, (rule, _, state) in squeue(env, before).items()
+                  if rule == "rule_train" and state == "RUNNING"]
         signalled = time.time()
         subprocess.run(["scancel", "--signal=USR1", str(job)], env=env, check=True)
         out, _ = proc.communicate(timeout=HANG_GUARD)
     finally:
         proc.kill()
     assert proc.returncode == 0, f"{out[-6000:]}\n{cluster.logs()}"
-    jobs = squeue(env)
+    jobs = squeue(env, after=before)
     train_jobs = sorted(j for j, (rule, _, _) in jobs.items() if rule == "rule_train")
     assert train_jobs[0] == job and len(train_jobs) == 2 and jobs[train_jobs[1]][2] == "COMPLETED"
     summary = json.loads((run / "train/train_summary.json").read_text())

@@ -54,6 +54,7 @@ class Cluster:
     cpus: int = field(default_factory=lambda: os.cpu_count() or 2)
     memory_mb: int = 8000
     hostname: str = field(default_factory=socket.gethostname)
+    port: int = 16817  # slurmctld's; slurmd's is the next (one cluster per port pair, side by side)
     processes: dict = field(default_factory=dict)
 
     @property
@@ -100,9 +101,9 @@ class Cluster:
         (root / "etc" / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\n")
         host = self.hostname
         self.conf.write_text("\n".join([
-            "ClusterName=effnet-test",
+            f"ClusterName=effnet-test-{self.port}",
             f"SlurmctldHost={host}(127.0.0.1)",
-            "SlurmctldPort=16817", "SlurmdPort=16818",
+            f"SlurmctldPort={self.port}", f"SlurmdPort={self.port + 1}",
             "AuthType=auth/munge", "CredType=cred/munge",
             f"AuthInfo=socket={root / 'munge' / 'munge.socket'}",
             "SlurmUser=root", "SlurmdUser=root",
