@@ -57,14 +57,24 @@ def slurm_gloo_environment(environ=os.environ) -> dict[str, str]:
     }
 
 
-def init() -> World:
-    """Start Horovod, check that every announced rank joined, and pin this rank's GPU (local rank)."""
+# gloo's wait for a peer (rendezvous and every collective) when no stall bound is given: a day, as NCCL and MPI
+# wait (horovodrun's and Horovod's default of 30 s fails a rank whose peer's container starts slowly, or that
+# waits while rank 0 writes a large checkpoint).
+GLOO_WAIT = 24 * 3600
+
+
+def init(stall_timeout: float | None = None) -> World:
+    """Start Horovod, check that every announced rank joined, and pin this rank's GPU (local rank).
+
+    gloo waits for a peer ``stall_timeout`` + 60 s (after the training watchdog, which names the stall), else
+    GLOO_WAIT."""
     import horovod.tensorflow as hvd
     import tensorflow as tf
 
     if ("SLURM_PROCID" in os.environ and "HOROVOD_RANK" not in os.environ
             and "HOROVOD_GLOO_RENDEZVOUS_ADDR" in os.environ):
         os.environ.update(slurm_gloo_environment())
+    os.environ["HOROVOD_GLOO_TIMEOUT_SECONDS"] = str(int(stall_timeout) + 60 if stall_timeout else GLOO_WAIT)
     gpus = tf.config.list_physical_devices("GPU")
     local_rank = resources.local_rank()
     if gpus:  # before any op runs: one GPU per rank, chosen by the local rank

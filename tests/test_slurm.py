@@ -63,10 +63,11 @@ def test_resources_per_rule_from_the_cluster_section():
     assert {k: v for k, v in train.items() if k != "runtime"} == {
         "mem_mb": 9000, "cpus_per_task": 6, "slurm_partition": "gpu", "slurm_account": "proj", "qos": "high",
         "nodes": 2, "mpi": "srun", "tasks": 8, "gres": "gpu:4", "tasks_per_gpu": 0,
-        "slurm_extra": "--signal=USR1@120"}
+        "slurm_extra": "--no-requeue --signal=USR1@120"}
     assert [train["runtime"](None, a) for a in (1, 2, 3, 4)] == [30, 60, 100, 100]  # grows, capped
     prepare = launch.rule_resources(config, "prepare")
     assert prepare["slurm_partition"] == "cpu" and prepare["cpus_per_task"] == 2 and "gpu" not in prepare
+    assert prepare["slurm_extra"] == "--no-requeue"  # Snakemake alone resubmits
     for rule in ("evaluate", "export", "infer"):  # one GPU; no --ntasks-per-gpu (refused by SLURM >= 23.11)
         resources = launch.rule_resources(config, rule)
         assert (resources["gpu"], resources["tasks_per_gpu"]) == (1, 0)
@@ -109,6 +110,34 @@ def test_launch_lines_and_container_options(tmp_path):
     args = launch.parse_args(shlex.split(launch.launch_prefix(config, "index", str(REPO)))[2:] + ["python"])
     assert launch.srun_command(args, {"SLURM_CPUS_PER_TASK": "3"}) == [
         "srun", "--overlap", "--nodes=1", "--ntasks=1", "--cpus-per-task=3", *options, "python"]
+
+
+def test_an_attempt_runs_or_not_by_how_the_earlier_attempts_of_its_series_ended(tmp_path, monkeypatch, capsys):
+    """Snakemake resubmits every failure alike; the launcher decides from the rule's ledger: continuations
+    (75) always resume, a configuration or data error (2) is not retried, crashes crash_retries times."""
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    ledger, marker = tmp_path / "logs/train.attempts.jsonl", tmp_path / "ran"
+
+    def attempt(n: int, status: int, crash_retries: int = 2) -> tuple[int, bool]:
+        marker.unlink(missing_ok=True)
+        code = launch.main(["--rule", "train", "--attempt", str(n), "--ledger", str(ledger), "--crash-retries",
+                            str(crash_retries), "--", sys.executable, "-c",
+                            f"open({str(marker)!r}, 'w'); raise SystemExit({status})"])
+        return code, marker.exists()
+
+    assert [attempt(1, 75), attempt(2, 75), attempt(3, 2), attempt(4, 0)] == [
+        (75, True), (75, True), (2, True), (2, False)]
+    assert "attempt 3 ended with status 2 (a configuration or data error" in capsys.readouterr().err
+    # Snakemake run again (attempt 1): a new series; crashes are retried twice, continuations between them free
+    assert [attempt(1, 1), attempt(2, 70), attempt(3, 75), attempt(4, 1), attempt(5, 0)] == [
+        (1, True), (70, True), (75, True), (1, True), (1, False)]
+    assert "3 attempts crashed (statuses [1, 70, 1]" in capsys.readouterr().err
+    # an attempt killed before it could record its status (SIGKILL at the limit, a lost node) is a crash
+    assert attempt(1, 0) == (0, True)
+    with open(ledger, "a") as f:
+        f.write(json.dumps({"attempt": 1, "start": "now"}) + "\n")
+    assert attempt(2, 0, crash_retries=0) == (1, False)
+    assert "statuses [None]; None = killed" in capsys.readouterr().err
 
 
 def test_unworkable_cluster_values_are_refused():
@@ -271,6 +300,18 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
     assert len(train_jobs) == 2, jobs  # one resubmission
     assert [jobs[j][1] for j in train_jobs] == ["8:00", "20:00"]  # runtime x 2.5 on the retry
     assert jobs[train_jobs[0]][2] in ("FAILED", "TIMEOUT") and jobs[train_jobs[1]][2] == "COMPLETED"
+    for job in jobs:  # Snakemake alone resubmits: SLURM never requeues a job behind its back
+        shown = subprocess.run(["scontrol", "show", "job", str(job)], env=env, capture_output=True, text=True,
+                               check=True).stdout
+        assert "Requeue=0" in shown, shown
+    # both attempts' logs are kept (Snakemake deletes the declared log as a job starts); train.log is the last
+    logs = run / "logs"
+    assert "stopped_by_signal" in (logs / "train.log.1").read_text()
+    assert "resumed_from_step" in (logs / "train.log.2").read_text()
+    assert (logs / "train.log").samefile(logs / "train.log.2") and not (logs / "train.log.3").exists()
+    ledger = [json.loads(line) for line in (logs / "train.attempts.jsonl").read_text().splitlines()]
+    assert [(e["attempt"], e.get("status"), int(e["job"])) for e in ledger] == [
+        (1, None, train_jobs[0]), (1, 75, train_jobs[0]), (2, None, train_jobs[1]), (2, 0, train_jobs[1])]
 
     # Pyxis options: exactly on the srun that starts each stage, never on a batch script or Snakemake
     mounts = f"{data}:/data,{REPO}:{REPO},{run}:{run}"

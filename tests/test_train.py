@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import pytest
 from conftest import HANG_GUARD, REPO, run_cli
 from effnet import checkpoints
 from effnet.errors import UserError
-from effnet.train import recipe
+from effnet.train import lock, recipe
 from effnet.train.stop import EXIT_PREEMPTED
 
 # B0 at 32 px, batch 8: 60 training images are 7 steps per epoch.
@@ -86,6 +87,57 @@ def test_two_gloo_ranks_end_with_identical_weights_and_the_loss_falls(records, t
     assert np.mean(losses[-7:]) < np.mean(losses[:7])  # it learns
 
 
+def _python_with_env(**variables: str) -> int:
+    """The Python process (not the shell that started it) whose environment holds every one of ``variables``."""
+    wanted = {f"{k}={v}".encode() for k, v in variables.items()}
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc.name.isdigit() and "python" in os.readlink(proc / "exe")
+                    and wanted <= set((proc / "environ").read_bytes().split(b"\0"))):
+                return int(proc.name)
+        except OSError:  # gone, or not ours
+            continue
+    raise LookupError(variables)
+
+
+@pytest.mark.slow(minutes=4)
+def test_a_hung_rank_ends_the_job_after_the_stall_timeout(records, tmp_path):
+    """Rank 1 stopped (SIGSTOP) mid-run: rank 0 waits in the next allreduce, its watchdog sees no step for
+    train.stall_timeout seconds and exits 70, and horovodrun ends the job (srun --kill-on-bad-exit does under
+    SLURM). gloo waits as long as NCCL would (its own 30 s default would end it first, and would also fail a
+    rank waiting while rank 0 writes a large checkpoint). The timeout is far above any gap between two beats
+    under load (start-up phases, a step)."""
+    out = tmp_path / "run"
+    tag = {"EFFNET_TEST_RUN": str(out)}
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("horovodrun")), "--gloo", "-np", "2", "-H",
+                             "localhost:2", *train_args(records, out, "--set", "train.epochs=100",
+                                                        "--set", "train.stall_timeout=180")],
+                            cwd=REPO, env={**ENV, **tag}, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    rank1 = None
+    try:
+        deadline = time.time() + HANG_GUARD
+        while len(step_losses(out)) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert len(step_losses(out)) >= 2, proc.communicate()[0][-3000:]
+        rank1 = _python_with_env(HOROVOD_RANK="1", **tag)
+        os.kill(rank1, signal.SIGSTOP)
+        stopped = time.monotonic()
+        output, _ = proc.communicate(timeout=HANG_GUARD)
+        took = time.monotonic() - stopped
+    finally:
+        proc.kill()
+        if rank1:
+            try:
+                os.kill(rank1, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    print(f"stopped rank 1 -> job ended: {took:.0f} s")
+    assert proc.returncode != 0
+    assert "rank 0: no training progress for" in output and "exiting with status 70" in output, output[-3000:]
+    assert took >= 180
+
+
 @pytest.mark.slow(minutes=3)
 def test_sigterm_then_resume_ends_with_the_weights_of_an_uninterrupted_run(records, tmp_path):
     settings = ["--set", "train.epochs=2", "--set", "train.deterministic=true", "--set", "train.ema_decay=0.9",
@@ -147,26 +199,20 @@ def test_sigkill_at_a_random_step_resumes_from_the_last_checkpoint_of_this_model
     assert other.returncode == 2
     assert ("a checkpoint of another model (arch 'efficientnet-b0' in the checkpoint, 'efficientnet-b1' in this run)"
             in other.stderr)
-    # a changed training key: the old checkpoints are set aside and training starts from step 0
-    changed = subprocess.run(train_args(records, out, "--set", "train.epochs=1"), cwd=REPO, env=ENV,
-                             capture_output=True, text=True, timeout=HANG_GUARD)
-    assert changed.returncode == 0, changed.stderr[-3000:]
-    assert "under another training recipe" in changed.stderr
-    summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["steps"] == 7 and summary["resumed_from_step"] is None
-    (aside,) = (out / "checkpoints").glob(f"{checkpoints.SUPERSEDED}*")
-    assert max(int(p.name[5:]) for p in checkpoints.checkpoints(aside)) == 14
-    # other records (the same images shuffled into other shards) under the same keys: trained afresh too, not the
-    # finished run's last checkpoint published again
+    # other records (the same images shuffled into other shards) under the same keys: the finished run's
+    # checkpoints are set aside and it trains afresh, not the last checkpoint published again (a changed
+    # training key does the same: test_checkpoints_of_another_recipe_are_set_aside_not_resumed)
     other = records.parent / "rec-seed-1"
     run_cli("prepare", "--source", "folders", "--input", str(records.parent / "demo"), "--output", str(other),
             "--train-shards", "2", "--val-shards", "1", "--workers", "2", "--seed", "1", check=True)
-    retrained = subprocess.run(train_args(other, out, "--set", "train.epochs=1"), cwd=REPO, env=ENV,
-                               capture_output=True, text=True, timeout=HANG_GUARD)
+    retrained = subprocess.run(train_args(other, out, *settings), cwd=REPO, env=ENV, capture_output=True,
+                               text=True, timeout=HANG_GUARD)
     assert retrained.returncode == 0, retrained.stderr[-3000:]
     assert "under another training recipe" in retrained.stderr
-    assert json.loads((out / "train_summary.json").read_text())["resumed_from_step"] is None
-    assert len(list((out / "checkpoints").glob(f"{checkpoints.SUPERSEDED}*"))) == 2
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 14 and summary["resumed_from_step"] is None
+    (aside,) = (out / "checkpoints").glob(f"{checkpoints.SUPERSEDED}*")
+    assert max(int(p.name[5:]) for p in checkpoints.checkpoints(aside)) == 14
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
@@ -233,6 +279,35 @@ def test_a_config_that_cannot_work_stops_before_training(records, tmp_path, sett
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from effnet.train.lock import hold
+held = hold(Path(sys.argv[1]))
+print("held", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_second_trainer_on_a_run_directory_stops_at_once_naming_the_first(records, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    first = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], cwd=REPO, env=ENV, text=True,
+                             stdout=subprocess.PIPE)
+    try:
+        assert first.stdout.readline() == "held\n"
+        second = subprocess.run(train_args(records, out), cwd=REPO, env=ENV, capture_output=True, text=True,
+                                timeout=HANG_GUARD)
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert f"{out}: another trainer is training here (host {socket.gethostname()} pid {first.pid} since" in (
+        second.stderr)
+    assert not (out / "checkpoints").exists() and not (out / "train.dllog.json").exists()  # nothing touched
+    lock.hold(out).close()  # the holder's death released it
 
 
 def test_a_rank_that_would_train_alone_is_an_error(records, tmp_path):

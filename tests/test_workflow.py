@@ -84,6 +84,8 @@ def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
     assert all(name in html for name in (*plots.PLOTS, "report.html", "confusion.png"))
     again = snakemake("all", *configs)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    assert sorted(p.name for p in (run / "logs").glob("train.log*")) == ["train.log", "train.log.1"]
+    assert "train_summary.json" in (run / "logs/train.log.1").read_text()  # what the stage printed
 
     def planned(*args):
         proc = snakemake("all", "-n", *args)

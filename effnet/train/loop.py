@@ -33,7 +33,9 @@ from effnet.errors import UserError
 from effnet.evaluation import evaluate, make_eval_step
 from effnet.ranks import World
 from effnet.train import recipe
+from effnet.train.lock import hold
 from effnet.train.stop import EXIT_PREEMPTED, StopFlag
+from effnet.train.watchdog import Watchdog
 
 
 def _named_variables(model, optimizer, ema, step) -> dict:
@@ -233,8 +235,13 @@ def train(config: dict, data_dir: str, output: str | Path, checkpoint_dir: str |
 
     flag = flag or StopFlag()
 
-    world = ranks.init()
     t = config["train"]
+    world = ranks.init(t["stall_timeout"])
+    output = Path(output)
+    if world.chief:
+        output.mkdir(parents=True, exist_ok=True)
+        lock = hold(output)  # noqa: F841 (held until this function returns or the process ends)
+    watchdog = Watchdog(t["stall_timeout"], world.rank)  # start-up, each step and evaluation batch
     precision = recipe.precision(t, on_gpu=world.device != "CPU")
     if t["deterministic"]:
         tf.config.experimental.enable_op_determinism()
@@ -242,15 +249,14 @@ def train(config: dict, data_dir: str, output: str | Path, checkpoint_dir: str |
     if precision.jit_compile:
         tf.config.optimizer.set_jit("autoclustering")  # as the reference: XLA clusters, Horovod ops stay out
     keras.utils.set_random_seed(t["seed"])
-    output = Path(output)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else output / runs.CHECKPOINTS
     print(f"rank {world.rank}/{world.size} local_rank {world.local_rank}/{world.local_size} device {world.device} "
           f"precision {precision.policy} xla {precision.jit_compile} tf32 {precision.tf32}", flush=True)
     trainer = Trainer(config, data_dir, output, checkpoint_dir, world, precision)
+    watchdog.beat()
     log = DLLogger(output / runs.LOG if world.chief else None, stream=sys.stdout if world.chief else None,
                    verbosity=Verbosity.VERBOSE if world.chief else Verbosity.OFF)
     if world.chief:
-        output.mkdir(parents=True, exist_ok=True)
         with atomic_open(output / runs.CONFIG, "w") as f:
             yaml.safe_dump(config, f, sort_keys=False)
         _log_start(log, trainer, world)
@@ -258,13 +264,17 @@ def train(config: dict, data_dir: str, output: str | Path, checkpoint_dir: str |
     epoch, micro = (meta["epoch"], meta["micro_batch"]) if meta else (0, 0)
     if meta and world.chief:
         log.log("PARAMETER", {"resumed_from_step": meta["step"], "epoch": epoch, "micro_batch": micro})
-    status = _train(trainer, log, flag, epoch, micro, world, meta)
+    watchdog.beat()
+    try:
+        status = _train(trainer, log, flag, epoch, micro, world, meta, watchdog)
+    finally:
+        watchdog.stop()
     log.close()
     return status, trainer
 
 
 def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: int, world: World,
-           meta: dict | None) -> int:
+           meta: dict | None, watchdog: Watchdog) -> int:
     from tqdm import tqdm
 
     t = trainer.t
@@ -282,6 +292,7 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
         for images, labels in stream:
             seed = seed_base + tf.constant([0, 1], tf.int64) * (epoch * trainer.micro_per_epoch + micro)
             loss, hits = trainer.micro_step(images, labels, seed)
+            watchdog.beat()
             micro += 1
             images_seen += int(images.shape[0])
             window["loss"] += loss
@@ -308,7 +319,7 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
             if epoch_done:
                 epoch, micro = epoch + 1, 0
                 if eval_step and (epoch % t["eval_every"] == 0 or epoch == epochs):
-                    eval_metrics = _evaluate(trainer, eval_step, world)
+                    eval_metrics = _evaluate(trainer, eval_step, world, watchdog)
                     log.log((epoch,), {f"eval_{k}": v for k, v in eval_metrics.items()})
                     if writer:
                         with writer.as_default(step=step):
@@ -327,9 +338,11 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
             every = t["checkpoint_every_steps"]
             if (micro == 0 and epoch % t["checkpoint_every"] == 0) or (every and step % every == 0):
                 trainer.save(epoch, micro)
+                watchdog.beat()
     bar.close()
     if trainer.saved_step != int(trainer.step.numpy()):  # the final state, resumable (and reusable) as it is
         trainer.save(epoch, micro)
+        watchdog.beat()
     wall = time.perf_counter() - start_wall
     rates = trainer.hvd.allgather_object(images_seen / max(wall, 1e-9), name="img_per_sec")
     if world.chief:
@@ -337,7 +350,7 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
     return 0
 
 
-def _evaluate(trainer: Trainer, eval_step, world: World) -> dict:
+def _evaluate(trainer: Trainer, eval_step, world: World, watchdog: Watchdog) -> dict:
     """Validation metrics of the EMA weights (raw without EMA), every example once across ranks."""
     batches = build_dataset(trainer.data_dir, "validation", backend=trainer.config["data"]["backend"],
                             batch_size=trainer.config["eval"]["batch_size"], image_size=trainer.image_size,
@@ -346,7 +359,8 @@ def _evaluate(trainer: Trainer, eval_step, world: World) -> dict:
     if trainer.ema:
         trainer.ema.swap()
     try:
-        return evaluate(eval_step, batches, lambda x: trainer.hvd.allreduce(x, op=trainer.hvd.Sum)).metrics()
+        return evaluate(eval_step, watchdog.beating(batches),
+                        lambda x: trainer.hvd.allreduce(x, op=trainer.hvd.Sum)).metrics()
     finally:
         if trainer.ema:
             trainer.ema.swap()

@@ -117,8 +117,9 @@ class Precision:
         return self.policy == "mixed_float16"
 
 
-# Train keys that do not change the steps a run takes (where it logs, evaluates, checkpoints).
-BOOKKEEPING = ("log_every", "eval_every", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints")
+# Train keys that do not change the steps a run takes (where it logs, evaluates, checkpoints, gives up).
+BOOKKEEPING = ("log_every", "eval_every", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints",
+               "stall_timeout")
 
 
 # What of the records' manifest decides the steps: the classes and every shard's digest (not where they came from).

@@ -26,7 +26,8 @@ rule benchmark_train:
     log:
         f"{logs}/benchmark_train.log",
     shell:
-        "python -m effnet benchmark train --data {params.records:q} --output {params.out:q} --launcher {params.launcher} "
+        KEEP_LOG
+        + "python -m effnet benchmark train --data {params.records:q} --output {params.out:q} --launcher {params.launcher} "
         "{params.config} > {log:q} 2>&1"
 
 
@@ -43,12 +44,13 @@ rule benchmark_inference:
     threads: workflow.cores
     resources:
         **rule_resources(config, "benchmark_inference"),
-        launch=launch_prefix(config, "benchmark_inference"),
+        launch=lambda wildcards, attempt: launch_prefix(config, "benchmark_inference", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/benchmark_inference.log",
     shell:
-        "{resources.launch} python -m effnet benchmark inference --model {params.run:q} --export {input.export:q} "
+        KEEP_LOG
+        + "{resources.launch} python -m effnet benchmark inference --model {params.run:q} --export {input.export:q} "
         "--output {params.out:q} {params.config} > {log:q} 2>&1"
 
 
@@ -68,9 +70,10 @@ rule report:
         out=parent_of_output,
     resources:
         **rule_resources(config, "report"),
-        launch=launch_prefix(config, "report"),
+        launch=lambda wildcards, attempt: launch_prefix(config, "report", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/report.log",
     shell:
-        "{resources.launch} python -m effnet report --run {params.run:q} --output {params.out:q} > {log:q} 2>&1"
+        KEEP_LOG
+        + "{resources.launch} python -m effnet report --run {params.run:q} --output {params.out:q} > {log:q} 2>&1"

@@ -35,6 +35,10 @@ benchmark_train = str(RUN_DIR / layout.BENCHMARK / benchmarks.TRAIN)
 benchmark_inference = str(RUN_DIR / layout.BENCHMARK / benchmarks.INFERENCE)
 report_dir = RUN_DIR / layout.REPORT
 logs = str(RUN_DIR / layout.LOGS)
+# What each rule's shell starts with: every attempt's log is kept. Snakemake deletes a job's declared log as
+# the job starts, so a retry would lose the failed attempt's; each attempt writes LOG, hard-linked to
+# LOG.1, LOG.2, ... (one per attempt, counting up), which stay.
+KEEP_LOG = ": > {log:q}; n=1; while [ -e {log:q}.$n ]; do n=$((n + 1)); done; ln {log:q} {log:q}.$n; "
 
 
 if config["infer"]["top_k"] > config["export"]["top_k"]:

@@ -15,12 +15,13 @@ rule demo_data:
         per_class=DATA["demo_images_per_class"],
     resources:
         **rule_resources(config, "demo_data"),
-        launch=launch_prefix(config, "demo_data"),
+        launch=lambda wildcards, attempt: launch_prefix(config, "demo_data", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/demo_data.log",
     shell:
-        "{resources.launch} python -m effnet demo-data --output {output:q} --seed {params.seed:q} "
+        KEEP_LOG
+        + "{resources.launch} python -m effnet demo-data --output {output:q} --seed {params.seed:q} "
         "--train-per-class {params.per_class:q} > {log:q} 2>&1"
 
 
@@ -36,12 +37,13 @@ rule prepare:
     threads: workflow.cores
     resources:
         **rule_resources(config, "prepare"),
-        launch=launch_prefix(config, "prepare"),
+        launch=lambda wildcards, attempt: launch_prefix(config, "prepare", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/prepare.log",
     shell:
-        "{resources.launch} python -m effnet prepare --source {params.source:q} --input {input:q} --output {params.out:q} "
+        KEEP_LOG
+        + "{resources.launch} python -m effnet prepare --source {params.source:q} --input {input:q} --output {params.out:q} "
         "--workers {threads} {params.options} > {log:q} 2>&1"
 
 
@@ -55,9 +57,10 @@ rule index:
         out=parent_of_output,
     resources:
         **rule_resources(config, "index"),
-        launch=launch_prefix(config, "index"),
+        launch=lambda wildcards, attempt: launch_prefix(config, "index", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/index.log",
     shell:
-        "{resources.launch} python -m effnet index --tfrecords {params.records:q} --output {params.out:q} > {log:q} 2>&1"
+        KEEP_LOG
+        + "{resources.launch} python -m effnet index --tfrecords {params.records:q} --output {params.out:q} > {log:q} 2>&1"

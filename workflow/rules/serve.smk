@@ -19,12 +19,13 @@ rule evaluate:
         config=config_overrides("eval", "data.backend"),
     resources:
         **rule_resources(config, "evaluate"),
-        launch=launch_prefix(config, "evaluate"),
+        launch=lambda wildcards, attempt: launch_prefix(config, "evaluate", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/evaluate.log",
     shell:
-        "{resources.launch} python -m effnet evaluate --model {params.run:q} --data {params.records:q} --output {output.metrics:q} "
+        KEEP_LOG
+        + "{resources.launch} python -m effnet evaluate --model {params.run:q} --data {params.records:q} --output {output.metrics:q} "
         "--confusion-png {output.confusion:q} {params.config} > {log:q} 2>&1"
 
 
@@ -40,12 +41,13 @@ rule export:
         onnx="--onnx" if config["export"]["onnx"] else "",
     resources:
         **rule_resources(config, "export"),
-        launch=launch_prefix(config, "export"),
+        launch=lambda wildcards, attempt: launch_prefix(config, "export", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/export.log",
     shell:
-        "{resources.launch} python -m effnet export --model {params.run:q} --output {output:q} --weights {params.weights:q} "
+        KEEP_LOG
+        + "{resources.launch} python -m effnet export --model {params.run:q} --output {output:q} --weights {params.weights:q} "
         "--top-k {params.top_k:q} {params.onnx} > {log:q} 2>&1"
 
 
@@ -61,10 +63,11 @@ rule infer:
         batch_size=config["infer"]["batch_size"],
     resources:
         **rule_resources(config, "infer"),
-        launch=launch_prefix(config, "infer"),
+        launch=lambda wildcards, attempt: launch_prefix(config, "infer", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/infer.log",
     shell:
-        "{resources.launch} python -m effnet infer --model {input.model:q} --images {params.images:q} --output {output:q} "
+        KEEP_LOG
+        + "{resources.launch} python -m effnet infer --model {input.model:q} --images {params.images:q} --output {output:q} "
         "--top-k {params.top_k:q} --batch-size {params.batch_size:q} > {log:q} 2>&1"

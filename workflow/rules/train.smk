@@ -21,9 +21,10 @@ rule train:
     threads: workflow.cores
     resources:
         **rule_resources(config, "train"),
-        launch=launch_prefix(config, "train"),
+        launch=lambda wildcards, attempt: launch_prefix(config, "train", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/train.log",
     shell:
-        "{resources.launch} python -m effnet train --data {params.records:q} --output {params.out:q} {params.config} > {log:q} 2>&1"
+        KEEP_LOG
+        + "{resources.launch} python -m effnet train --data {params.records:q} --output {params.out:q} {params.config} > {log:q} 2>&1"

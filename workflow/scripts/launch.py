@@ -20,6 +20,7 @@ Only the standard library is imported, except Horovod's rendezvous server for ``
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shlex
@@ -35,6 +36,10 @@ REPO = HERE.parents[2]
 GPU_RULES = ("train", "evaluate", "export", "infer", "benchmark_train", "benchmark_inference")
 RANKED_RULES = ("train", "benchmark_train")  # one rank per GPU over cluster.nodes x gpus_per_node
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT)
+LOGS = "logs"  # under run_dir (effnet.layout.LOGS)
+# What an attempt's exit status means to the next one (Snakemake retries every failure alike):
+CONTINUE = 75  # stopped by a signal after a checkpoint (effnet.train.stop): always resumed, within max_attempts
+USER_ERROR = 2  # a configuration or data error the stage reported: never retried, as nothing would change
 
 
 class LaunchError(ValueError):
@@ -106,10 +111,13 @@ def rule_resources(config: dict, rule: str) -> dict:
                 resources["gres"] = f"gpu:{gpus}"  # per node
         elif gpus:
             resources["gpu"] = 1  # one rank: in the step the plugin starts, with its GPU
-        if rule == "train":  # every rank (every step's processes; not the batch shell) gets SIGUSR1 before the limit
-            resources["slurm_extra"] = f"--signal=USR1@{cluster['signal_seconds']}"
     elif gpu:
         resources["gpu"] = 1
+    # Snakemake resubmits a failed job; SLURM requeueing it too (JobRequeue=1 after a node failure) would race
+    # the resubmission: two trainers on one checkpoint directory
+    resources["slurm_extra"] = "--no-requeue"
+    if rule == "train":  # every rank (every step's processes; not the batch shell) gets SIGUSR1 before the limit
+        resources["slurm_extra"] += f" --signal=USR1@{cluster['signal_seconds']}"
     if "gpu" in resources or "gres" in resources:
         # else the plugin adds sbatch --ntasks-per-gpu, which SLURM >= 23.11 refuses beside the
         # --cpus-per-task of the job's srun (SLURM_TRES_PER_TASK; plugin issues #342, #373)
@@ -152,12 +160,17 @@ def container_options(config: dict, workdir: str | None = None) -> list[str]:
             "--no-container-mount-home"]
 
 
-def launch_prefix(config: dict, rule: str, workdir: str | None = None, ranks: str | None = None) -> str:
+def launch_prefix(config: dict, rule: str, workdir: str | None = None, ranks: str | None = None,
+                  attempt: int | None = None) -> str:
     """What a rule's shell puts in front of ``python -m effnet <stage> ...``; ``ranks`` (e.g. "{ranks}",
-    filled in by the training benchmark) starts that many of the rule's ranks instead of all."""
+    filled in by the training benchmark) starts that many of the rule's ranks instead of all; ``attempt``
+    (Snakemake's, from the rule's resources) decides with the rule's ledger whether the attempt runs."""
     check(config)
     cluster = config["cluster"]
     args = ["python", str(HERE), "--rule", rule]
+    if attempt is not None:
+        args += ["--attempt", str(attempt), "--crash-retries", str(cluster["crash_retries"]),
+                 "--ledger", str(Path(config["run_dir"]) / LOGS / f"{rule}.attempts.jsonl")]
     if rule in RANKED_RULES:
         nodes, per_node, gpus = train_layout(cluster)
         args += ["--nodes", str(nodes), "--tasks-per-node", str(per_node), "--gpus-per-task", str(min(gpus, 1)),
@@ -179,6 +192,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--mpi", choices=("pmix", "pmi2", "none"), default="none")
     p.add_argument("--ranks", type=int, help="start this many ranks (at most --tasks-per-node per node) instead of "
                                              "nodes x tasks-per-node (the training benchmark's rank counts)")
+    p.add_argument("--attempt", type=int, help="Snakemake's attempt number (1 = a new series of attempts)")
+    p.add_argument("--ledger", type=Path, help="the rule's attempts and exit statuses (JSON lines)")
+    p.add_argument("--crash-retries", type=int, default=2, help="retries after a crash (any other status)")
     p.add_argument("--container-image")
     p.add_argument("--container-mounts")
     p.add_argument("--container-workdir")
@@ -290,8 +306,51 @@ def run(command: list[str], env: dict) -> int:
     return 128 - code if code < 0 else code
 
 
+def previous_statuses(ledger: Path, attempt: int) -> list[int | None]:
+    """Exit statuses of this series' attempts before ``attempt`` (None: killed before it could record one)."""
+    entries = [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.exists() else []
+    starts = [i for i, e in enumerate(entries) if e.get("start") and e.get("attempt") == 1]
+    series = entries[starts[-1]:] if starts else []
+    ended = {e["attempt"]: e["status"] for e in series if "status" in e}
+    return [ended.get(n) for n in range(1, attempt)]
+
+
+def refusal(statuses: list[int | None], crash_retries: int) -> tuple[int, str] | None:
+    """(exit status, why) when the attempt after ``statuses`` must not run; None to run it."""
+    if USER_ERROR in statuses:
+        return USER_ERROR, (f"attempt {statuses.index(USER_ERROR) + 1} ended with status {USER_ERROR} (a "
+                            "configuration or data error, see its log): not retried, fix it and run Snakemake again")
+    crashes = [s for s in statuses if s not in (0, CONTINUE)]
+    if len(crashes) > crash_retries:
+        status = crashes[-1] if crashes[-1] is not None else 1
+        return status, (f"{len(crashes)} attempts crashed (statuses {crashes}; None = killed): no more retries "
+                        f"(cluster.crash_retries={crash_retries})")
+    return None
+
+
+def record(ledger: Path | None, entry: dict) -> None:
+    if ledger:
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+        with open(ledger, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.attempt and args.ledger:
+        refused = refusal(previous_statuses(args.ledger, args.attempt), args.crash_retries)
+        if refused:
+            print(f"launch: {args.rule} attempt {args.attempt}: {refused[1]}", file=sys.stderr, flush=True)
+            return refused[0]
+    job = {"attempt": args.attempt, "job": os.environ.get("SLURM_JOB_ID")} if args.attempt else {}
+    record(args.ledger, {**job, "start": time.strftime("%Y-%m-%d %H:%M:%S")})
+    status = start(args)
+    record(args.ledger, {**job, "status": status})
+    return status
+
+
+def start(args: argparse.Namespace) -> int:
+    """Run the stage as ``args`` say (locally, in this step, or in an srun step); its exit status."""
     env = dict(os.environ)
     if "SLURM_JOB_ID" not in env:
         return run(local_command(args), env)
