@@ -93,6 +93,13 @@ def test_launch_lines_and_container_options(tmp_path):
     assert options == [f"--container-image={PYXIS_IMAGE}",
                        f"--container-mounts=/data:/data:ro,{REPO}:{REPO},{tmp_path}/run:{tmp_path}/run",
                        f"--container-workdir={REPO}", "--no-container-mount-home"]
+    # a mount that shows a host directory elsewhere covers nothing: what is under /data inside is not the
+    # host's /data, so the data input is mounted at its own path too
+    moved = copy.deepcopy(config)
+    moved["cluster"]["container_mounts"] = "/lustre/imagenet:/data"
+    assert launch.container_options(moved, workdir=str(REPO))[1] == (
+        f"--container-mounts=/lustre/imagenet:/data,{REPO}:{REPO},{tmp_path}/run:{tmp_path}/run,"
+        "/data/imagenet:/data/imagenet")
     args = launch.parse_args(shlex.split(launch.launch_prefix(config, "train", workdir=str(REPO)))[2:]
                              + ["python", "-m", "effnet", "train"])
     assert launch.srun_command(args) == [
@@ -307,6 +314,7 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
     # both attempts' logs are kept (Snakemake deletes the declared log as a job starts); train.log is the last
     logs = run / "logs"
     assert "stopped_by_signal" in (logs / "train.log.1").read_text()
+    assert f'"container": {{"EFFNET_CONTAINER_IMAGE": "{PYXIS_IMAGE}"}}' in (logs / "train.log.1").read_text()
     assert "resumed_from_step" in (logs / "train.log.2").read_text()
     assert (logs / "train.log").samefile(logs / "train.log.2") and not (logs / "train.log.3").exists()
     ledger = [json.loads(line) for line in (logs / "train.attempts.jsonl").read_text().splitlines()]

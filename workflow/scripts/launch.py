@@ -139,14 +139,16 @@ def container_options(config: dict, workdir: str | None = None) -> list[str]:
     """Pyxis options for every srun that starts a stage; [] without a configured image.
 
     Mounted at their own paths (so every path on a command line holds inside): the configured
-    container_mounts, then the repository, Snakemake's working directory, run_dir and the data input.
+    container_mounts, then the repository, Snakemake's working directory, run_dir and the data input, unless
+    a configured mount already shows it at its own path (``/lustre/imagenet:/data`` does not: a run_dir
+    ``/data/runs/x`` inside would be /lustre/imagenet/runs/x on the host, not the /data/runs/x Snakemake sees).
     """
     cluster = config["cluster"]
     if not cluster["container_image"]:
         return []
     workdir = workdir or os.getcwd()
     mounts = cluster["container_mounts"].split(",") if cluster["container_mounts"] else []
-    covered = [m.split(":")[1] if ":" in m else m for m in mounts]
+    covered = [parts[0] for parts in (m.split(":") for m in mounts) if len(parts) == 1 or parts[0] == parts[1]]
     for path in (str(REPO), workdir, config["run_dir"], config["data"].get("input")):
         if not path:
             continue
@@ -354,6 +356,8 @@ def start(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if "SLURM_JOB_ID" not in env:
         return run(local_command(args), env)
+    if args.container_image:  # provenance records it (Pyxis passes the environment into the container)
+        env["EFFNET_CONTAINER_IMAGE"] = args.container_image
     command = srun_command(args, env)
     if command is None:
         return run(args.command, env)
