@@ -2,6 +2,7 @@
 import io
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from PIL import Image
 
@@ -50,3 +51,18 @@ def test_dali_decodes_a_jpeg_on_cpu(tmp_path):
     assert images.shape == (2, 24, 40, 3)
     assert np.abs(images[:, :, :16] - [250, 10, 10]).max() < 20
     assert np.abs(images[:, :, 24:] - [10, 10, 250]).max() < 20
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_every_output_is_on_the_device_the_dataset_is_placed_on(training):
+    """DALIDatasetWithInputs under /gpu:N fails at its first batch when an output stays on the CPU (the plugin's
+    output-device check); the graph's devices show it without a GPU."""
+    from effnet.data.dali import build_pipeline
+
+    def devices(device_id):
+        pipe = build_pipeline(training=training, batch_size=2, image_size=32, seed=1, num_threads=1,
+                              augment="autoaugment" if training else None, device_id=device_id)
+        return [node.device for node in pipe._graph_out]
+
+    assert devices(0) == ["gpu", "gpu"]
+    assert devices(None) == ["cpu", "cpu"]

@@ -68,7 +68,8 @@ def build_pipeline(*, training: bool, batch_size: int, image_size: int, seed: in
             mirror = 0
         images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC", mirror=mirror,
                                           mean=[0.0], std=[1.0])
-        return images, labels
+        # every output on the dataset's device: the TF plugin refuses a CPU output of a GPU-placed dataset
+        return images, (labels if device_id is None else labels.gpu())
 
     return pipeline()
 

@@ -10,20 +10,30 @@ after writing a checkpoint: rerun to resume"; 2 is a configuration or data error
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 DEFAULT_CONFIG = Path("config/config.yaml")
 
 
 def main(args: argparse.Namespace) -> int:
-    from effnet.train.stop import StopFlag
+    from effnet.train.stop import EXIT_PREEMPTED, StopFlag
 
     flag = StopFlag()  # before TensorFlow: a signal during start-up stops the rank at its first step
     from effnet.config import load_config, parse_overrides
     from effnet.train.loop import run
 
     config = load_config(args.config, parse_overrides(args.set))
-    return run(config, args.data, args.output, args.checkpoint_dir, flag)
+    status = run(config, args.data, args.output, args.checkpoint_dir, flag)
+    if status == EXIT_PREEMPTED:
+        # Every rank leaves at once, without tearing down TensorFlow and Horovod (seconds): once one rank has
+        # exited 75, srun --kill-on-bad-exit terminates the others, and a rank still tearing down would end
+        # with 143, which srun would report for the step instead of 75 (a crash, to the retries).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

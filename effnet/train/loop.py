@@ -334,6 +334,8 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
                     trainer.barrier("checkpoint_saved")
                     log.log("PARAMETER", {"stopped_by_signal": flag.signal, "checkpoint_step": step})
                     bar.close()
+                    if writer:
+                        writer.flush()
                     return EXIT_PREEMPTED
             every = t["checkpoint_every_steps"]
             if (micro == 0 and epoch % t["checkpoint_every"] == 0) or (every and step % every == 0):
