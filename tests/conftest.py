@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # Seconds after which a test takes a subprocess (or a wait for its progress) as hung. A hang guard, never a
 # performance check: far above the slowest run measured under the full suite's load on 2 cores (the local demo
-# DAG, 466-600 s; the SLURM DAG, about 15 min), so a slow or shared machine never fails a test.
+# DAG, 370-600 s; the SLURM DAG, 19-24 min), so a slow or shared machine never fails a test.
 HANG_GUARD = 2700
 
 
