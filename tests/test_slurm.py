@@ -103,14 +103,14 @@ def test_launch_lines_and_container_options(tmp_path):
     args = launch.parse_args(shlex.split(launch.launch_prefix(config, "train", workdir=str(REPO)))[2:]
                              + ["python", "-m", "effnet", "train"])
     assert launch.srun_command(args) == [
-        "srun", "--nodes=1", "--ntasks=2", "--ntasks-per-node=2", "--kill-on-bad-exit=1", "--mpi=none",
+        "srun", "--nodes=1", "--ntasks=2", "--ntasks-per-node=2", "--kill-on-bad-exit=0", "--wait=60", "--mpi=none",
         "--gpu-bind=none", "--cpus-per-task=2", *options, "python", "-m", "effnet", "train"]
     assert launch.local_command(args) == ["horovodrun", "-np", "2", "-H", "localhost:2", "python", "-m", "effnet",
                                           "train"]
     pmix = demo_config(nodes=2, gpus_per_node=8, mpi="pmi2")
     args = launch.parse_args(shlex.split(launch.launch_prefix(pmix, "train"))[2:] + ["python", "x.py"])
-    assert launch.srun_command(args)[:6] == ["srun", "--nodes=2", "--ntasks=16", "--ntasks-per-node=8",
-                                             "--kill-on-bad-exit=1", "--mpi=pmi2"]
+    assert launch.srun_command(args)[:7] == ["srun", "--nodes=2", "--ntasks=16", "--ntasks-per-node=8",
+                                             "--kill-on-bad-exit=0", "--wait=60", "--mpi=pmi2"]
     # a single-task stage: in the helper's own step without an image, else an overlapping step in the image
     args = launch.parse_args(shlex.split(launch.launch_prefix(plain, "index"))[2:] + ["python", "-m", "effnet"])
     assert launch.srun_command(args) is None and launch.local_command(args) == ["python", "-m", "effnet"]
@@ -241,6 +241,34 @@ def cluster(tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.mark.slow(minutes=2)
+def test_ranks_leaving_a_second_apart_report_their_status_and_a_dead_rank_ends_the_step(cluster, tmp_path):
+    """Ranks that stop together (75 after a signal) leave a moment apart: the step's status is still theirs, not
+    the 137 of a rank killed for being a second late. A rank that dies while the others wait ends the step within
+    launch.RANK_EXIT_WAIT, a crash to the ledger."""
+    env = cluster.env(snakemake_env())
+    ledger = tmp_path / "attempts.jsonl"
+
+    def job(rank0: str, rank1: str, attempt: int) -> float:
+        ranks = f'if [ "$SLURM_PROCID" = 0 ]; then {rank0}; else {rank1}; fi'
+        command = shlex.join([sys.executable, str(REPO / "workflow/scripts/launch.py"), "--rule", "train",
+                              "--tasks-per-node", "2", "--attempt", str(attempt), "--ledger", str(ledger),
+                              "--", "bash", "-c", ranks])
+        start = time.monotonic()
+        subprocess.run(["sbatch", "--wait", "--ntasks=2", "--cpus-per-task=1", "--mem=500", "--no-requeue",
+                        f"--output={tmp_path}/job{attempt}.out", "--wrap", command], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=HANG_GUARD)
+        return time.monotonic() - start
+
+    job("exit 75", "sleep 3; exit 75", attempt=1)
+    took = job("sleep 3600", "exit 1", attempt=2)
+    statuses = [e["status"] for e in map(json.loads, ledger.read_text().splitlines()) if "status" in e]
+    assert statuses[0] == 75, (tmp_path / "job1.out").read_text()
+    assert statuses[1] not in (0, 75) and launch.RANK_EXIT_WAIT <= took < launch.RANK_EXIT_WAIT + 120, (
+        statuses, took, (tmp_path / "job2.out").read_text())
+    print(f"a dead rank's step ended {took:.0f} s after its submission")
 
 
 # Training long enough to be signalled in its first attempt on any machine: an 8 min limit with SIGUSR1 430 s

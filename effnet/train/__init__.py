@@ -27,9 +27,9 @@ def main(args: argparse.Namespace) -> int:
     config = load_config(args.config, parse_overrides(args.set))
     status = run(config, args.data, args.output, args.checkpoint_dir, flag)
     if status == EXIT_PREEMPTED:
-        # Every rank leaves at once, without tearing down TensorFlow and Horovod (seconds): once one rank has
-        # exited 75, srun --kill-on-bad-exit terminates the others, and a rank still tearing down would end
-        # with 143, which srun would report for the step instead of 75 (a crash, to the retries).
+        # Every rank leaves at once, without tearing down TensorFlow and Horovod (seconds): a rank that is
+        # still tearing down when srun's --wait after the first exit runs out would end with 137, which srun
+        # would report for the step instead of 75 (a crash, to the retries).
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)

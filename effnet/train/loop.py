@@ -329,8 +329,8 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
             if flag.signal is not None or world.size > 1:
                 if trainer.agree_to_stop(flag):
                     trainer.save(epoch, micro)
-                    # no rank exits before rank 0's checkpoint is complete: srun --kill-on-bad-exit kills every
-                    # task once one exits 75, and a rank 0 killed mid-save loses what the signal was for
+                    # no rank exits before rank 0's checkpoint is complete: srun ends the step a while after the
+                    # first rank exits, and a rank 0 killed mid-save loses what the signal was for
                     trainer.barrier("checkpoint_saved")
                     log.log("PARAMETER", {"stopped_by_signal": flag.signal, "checkpoint_step": step})
                     bar.close()
@@ -349,6 +349,7 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
     rates = trainer.hvd.allgather_object(images_seen / max(wall, 1e-9), name="img_per_sec")
     if world.chief:
         _write_outputs(trainer, last, eval_metrics, rates, wall, meta)
+    trainer.barrier("outputs_written")  # the ranks leave together (srun ends the step soon after the first)
     return 0
 
 

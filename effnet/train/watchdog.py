@@ -1,8 +1,8 @@
 """Ending a rank that makes no progress: a hung rank (a dead file system, a stuck GPU, a stopped
 process) leaves every other rank waiting in its next allreduce, and the job would hold its GPUs until
 the time limit. Each rank beats at every step and evaluation batch; when no beat came for
-``train.stall_timeout`` seconds the rank exits with EXIT_STALLED, and srun's --kill-on-bad-exit (or
-horovodrun) ends the others, so the job fails within minutes and its retry resumes from the last
+``train.stall_timeout`` seconds the rank exits with EXIT_STALLED, and srun (a minute after a rank's
+exit) or horovodrun ends the others, so the job fails within minutes and its retry resumes from the last
 checkpoint. A thread does the watching: it runs while the main thread waits in a collective.
 """
 from __future__ import annotations

@@ -37,6 +37,10 @@ GPU_RULES = ("train", "evaluate", "export", "infer", "benchmark_train", "benchma
 RANKED_RULES = ("train", "benchmark_train")  # one rank per GPU over cluster.nodes x gpus_per_node
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT)
 LOGS = "logs"  # under run_dir (effnet.layout.LOGS)
+# How long srun lets the other ranks run once one has exited. Not --kill-on-bad-exit: ranks that leave together
+# (75 after a stop, 0 at the end) leave a second or so apart, and that kill would report 137/143 for the step.
+# A rank that dies mid-step ends it within this, as the rest wait in their next allreduce.
+RANK_EXIT_WAIT = 60
 # What an attempt's exit status means to the next one (Snakemake retries every failure alike):
 CONTINUE = 75  # stopped by a signal after a checkpoint (effnet.train.stop): always resumed, within max_attempts
 USER_ERROR = 2  # a configuration or data error the stage reported: never retried, as nothing would change
@@ -230,7 +234,7 @@ def srun_command(args: argparse.Namespace, environ=os.environ) -> list[str] | No
     tasks = args.nodes * args.tasks_per_node
     if tasks > 1:
         srun = ["srun", f"--nodes={args.nodes}", f"--ntasks={tasks}", f"--ntasks-per-node={args.tasks_per_node}",
-                "--kill-on-bad-exit=1", f"--mpi={'none' if args.mpi == 'none' else args.mpi}"]
+                "--kill-on-bad-exit=0", f"--wait={RANK_EXIT_WAIT}", f"--mpi={args.mpi}"]
         if args.gpus_per_task:
             # every rank sees its node's GPUs (the step gets the job's; NCCL keeps NVLink peer-to-peer between
             # them, which --gpus-per-task's per-task cgroup would block) and takes its local rank's (effnet.ranks)
