@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from effnet.environment import installed, tensorflow_wheel
 
 SETUP_HINT = "run ./setup.sh env (or use the NGC TensorFlow container, see Dockerfile)"
 SLURM_COMMANDS = ("sbatch", "srun", "squeue", "sinfo", "scancel")
@@ -32,10 +33,7 @@ class Check:
 
 
 def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
+    return installed(dist) or "?"
 
 
 def _import_check(name: str, module: str, describe: Callable[[object], str], fix: str) -> Check:
@@ -49,8 +47,7 @@ def _import_check(name: str, module: str, describe: Callable[[object], str], fix
 def check_tensorflow() -> Check:
     def describe(tf):
         import keras
-        wheel = "tensorflow-cpu" if _version("tensorflow-cpu") != "?" else "tensorflow"
-        return f"{tf.__version__} (keras {keras.__version__}, wheel {wheel})"
+        return f"{tensorflow_wheel() or tf.__version__ + ' (no wheel metadata)'}, keras {keras.__version__}"
     found = _import_check("tensorflow", "tensorflow", describe, SETUP_HINT)
     if found.ok:
         import keras

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from effnet.provenance import CONTAINER_VARIABLES
 
-DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "keras", "horovod", "nvidia-dali-cuda120",
-                 "nvidia-dali-tf-plugin-cuda120", "numpy")
+TENSORFLOW_WHEELS = ("tensorflow", "tensorflow-cpu")  # one `tensorflow` package, built with CUDA or without
+DISTRIBUTIONS = ("keras", "horovod", "nvidia-dali-cuda120", "nvidia-dali-tf-plugin-cuda120", "numpy")
 
 
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
@@ -42,15 +42,23 @@ def gpus() -> list[dict]:
     return [{"name": n, "memory_mib": int(m) if m.isdigit() else None, "driver": d} for n, m, d in rows]
 
 
+def installed(dist: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def tensorflow_wheel() -> str | None:
+    """The TensorFlow that ``import tensorflow`` loads, with the wheel it came from: '2.18.1 (tensorflow-cpu)'."""
+    return ", ".join(f"{installed(d)} ({d})" for d in TENSORFLOW_WHEELS if installed(d)) or None
+
+
 def versions() -> dict:
     """Installed versions of Python and the stack (None where absent)."""
-    found = {"python": sys.version.split()[0]}
-    for dist in DISTRIBUTIONS:
-        try:
-            found[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            found[dist] = None
-    return found
+    return {"python": sys.version.split()[0], "tensorflow": tensorflow_wheel(),
+            **{dist: installed(dist) for dist in DISTRIBUTIONS}}
 
 
 def describe() -> dict:

@@ -57,6 +57,31 @@ def slurm_gloo_environment(environ=os.environ) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class Gpu:
+    """The rank's GPU as CUDA and DALI number it (among every GPU the process sees: all of the node's under
+    horovodrun and srun --gpu-bind=none) and as TensorFlow names it (a logical device: once ``init`` has
+    made it the only visible GPU, TensorFlow calls it /gpu:0 whatever its number)."""
+
+    cuda_index: int
+    tf_device: str
+
+
+def rank_gpu() -> Gpu | None:
+    """This rank's GPU (the local rank's, as ``init`` pins it), or None on a host without GPUs."""
+    import tensorflow as tf
+
+    physical = tf.config.list_physical_devices("GPU")
+    if not physical:
+        return None
+    mine = physical[resources.local_rank() % len(physical)]
+    visible = tf.config.get_visible_devices("GPU")
+    if mine not in visible:
+        raise UserError(f"local rank {resources.local_rank()} trains on {mine.name}, which TensorFlow was told not "
+                        f"to use (visible: {', '.join(d.name for d in visible) or 'none'})")
+    return Gpu(physical.index(mine), f"/gpu:{visible.index(mine)}")
+
+
 # gloo's wait for a peer (rendezvous and every collective) when no stall bound is given: a day, as NCCL and MPI
 # wait (horovodrun's and Horovod's default of 30 s fails a rank whose peer's container starts slowly, or that
 # waits while rank 0 writes a large checkpoint).

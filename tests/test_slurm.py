@@ -145,6 +145,13 @@ def test_an_attempt_runs_or_not_by_how_the_earlier_attempts_of_its_series_ended(
         f.write(json.dumps({"attempt": 1, "start": "now"}) + "\n")
     assert attempt(2, 0, crash_retries=0) == (1, False)
     assert "statuses [None]; None = killed" in capsys.readouterr().err
+    # a line torn by a kill mid-write is skipped, named, and the ledger still decides
+    with open(ledger, "a") as f:
+        f.write('{"attempt": 1, "sta')
+    assert attempt(1, 75) == (75, True)
+    torn = len(ledger.read_text().splitlines()) - 2  # then the attempt's start and status, each on its own line
+    assert f"{ledger}:{torn}: not a JSON line" in capsys.readouterr().err
+    assert attempt(2, 1, crash_retries=0) == (1, True)  # attempt 1 counted: a continuation, then a first crash
 
 
 def test_unworkable_cluster_values_are_refused():
@@ -341,8 +348,8 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
         assert "Requeue=0" in shown, shown
     # both attempts' logs are kept (Snakemake deletes the declared log as a job starts); train.log is the last
     logs = run / "logs"
-    assert "stopped_by_signal" in (logs / "train.log.1").read_text()
-    assert f'"container": {{"EFFNET_CONTAINER_IMAGE": "{PYXIS_IMAGE}"}}' in (logs / "train.log.1").read_text()
+    first = (logs / "train.log.1").read_text()
+    assert "stopped_by_signal" in first and f'"container": {{"EFFNET_CONTAINER_IMAGE": "{PYXIS_IMAGE}"}}' in first
     assert "resumed_from_step" in (logs / "train.log.2").read_text()
     assert (logs / "train.log").samefile(logs / "train.log.2") and not (logs / "train.log.3").exists()
     ledger = [json.loads(line) for line in (logs / "train.attempts.jsonl").read_text().splitlines()]

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -131,4 +132,7 @@ def check_benchmarks_and_report(run):
         assert row["img_per_sec"] == pytest.approx(row["batch_size"] / ms.mean() * 1000)
     report = (run / "report/report.md").read_text()
     assert "## Missing" not in report and "| export  | fp32        | 1       |" in report
+    # the TensorFlow that ran, once, with the wheel it came from (tensorflow-cpu here)
+    assert re.search(r"^\| tensorflow +\| 2\.18\.1 \(tensorflow-cpu\) +\|$", report, re.M), report
+    assert "| tensorflow-cpu " not in report
     assert plots.read_series(run / "report" / plots.THROUGHPUT)["train"]["fp32"]["batch_size"] == [4]

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     def ours(backend, augment=None):
         return lambda: build_dataset(work / "rec", "train", backend=backend, batch_size=batch, image_size=size,
-                                     augment=augment, device_id=None)
+                                     augment=augment, gpu=None)
 
     options = {
         "baseline tf.data": lambda: baseline(files, batch, size),

@@ -19,6 +19,7 @@ from effnet.data import dali_augment, tfdata
 from effnet.data.sharding import RankPlan, derive_seed
 from effnet.data.tfdata import AREA_RANGE, ASPECT_RANGE, CROP_ATTEMPTS, EVAL_PADDING, MIN_OBJECT_COVERED
 from effnet.errors import UserError
+from effnet.ranks import Gpu
 from effnet.resources import available_cpus
 
 INPUT = "example"
@@ -75,7 +76,7 @@ def build_pipeline(*, training: bool, batch_size: int, image_size: int, seed: in
 
 
 def build(plans: list[RankPlan], *, training: bool, batch_size: int, image_size: int, seed: int, first_epoch: int,
-          rank: int, augment: str | None, skip: int, device_id: int | None,
+          rank: int, augment: str | None, skip: int, gpu: Gpu | None,
           crop_padding: int = EVAL_PADDING, min_area: float = MIN_OBJECT_COVERED) -> tf.data.Dataset:
     """Batches of (float32 images, int32 labels) for ``plans``; evaluation pads with label -1."""
     from nvidia.dali.plugin.tf.experimental import DALIDatasetWithInputs, Input
@@ -89,16 +90,17 @@ def build(plans: list[RankPlan], *, training: bool, batch_size: int, image_size:
         padding = examples.take(1).map(lambda p: tf.concat([tf.bitcast(-1, tf.uint8), p[LABEL_BYTES:]], 0))
         examples = examples.concatenate(padding.repeat(plan.steps * batch_size - plan.examples))
     pipe = build_pipeline(training=training, batch_size=batch_size, image_size=image_size,
-                          seed=derive_seed(seed, first_epoch, rank, 3), augment=augment, device_id=device_id,
+                          seed=derive_seed(seed, first_epoch, rank, 3), augment=augment,
+                          device_id=gpu.cuda_index if gpu else None,
                           num_threads=min(8, available_cpus()), crop_padding=crop_padding,
                           min_area=min_area)
     try:
         pipe.build()
     except RuntimeError as exc:
         raise UserError(f"DALI pipeline over the shards in {Path(plan.files[0].path).parent}: {exc}") from exc
-    with tf.device("/cpu:0" if device_id is None else f"/gpu:{device_id}"):
+    with tf.device(gpu.tf_device if gpu else "/cpu:0"):
         ds = DALIDatasetWithInputs(
             pipeline=pipe, input_datasets={INPUT: Input(examples, batch=False)}, batch_size=batch_size,
-            device_id=device_id, output_shapes=((batch_size, image_size, image_size, 3), (batch_size,)),
+            device_id=gpu.cuda_index if gpu else None, output_shapes=((batch_size, image_size, image_size, 3), (batch_size,)),
             output_dtypes=(tf.float32, tf.int32))
     return ds.take(plan.steps * len(plans) - skip)

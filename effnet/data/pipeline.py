@@ -12,7 +12,7 @@ from effnet.data.records import check_example
 from effnet.data.tfdata import EVAL_PADDING, MIN_OBJECT_COVERED
 from effnet.data.tfrecord import iter_records
 from effnet.errors import UserError
-from effnet.resources import local_rank
+from effnet import ranks
 
 BACKENDS = ("tfdata", "dali")
 AUGMENTS = (None, "autoaugment", "randaugment")
@@ -113,16 +113,10 @@ def diagnose(plan: sharding.RankPlan, position: int, error: str, seconds: float 
     return f"{files}: {error} (every record of this rank checked out: a transient I/O error?)"
 
 
-def _gpu_device_id() -> int | None:
-    """The rank's local GPU when there is one (Horovod/SLURM local rank), else None (CPU mode)."""
-    gpus = tf.config.list_physical_devices("GPU")
-    return local_rank() % len(gpus) if gpus else None
-
-
 def build_dataset(data_dir: str | Path, split: str, *, backend: str = "tfdata", batch_size: int, image_size: int,
                   rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0, epochs: int = 1, skip: int = 0,
                   steps_per_epoch: int | None = None, augment: str | None = None, training: bool | None = None,
-                  device_id: int | None | str = "auto", crop_padding: int = EVAL_PADDING,
+                  gpu: str | None = "auto", crop_padding: int = EVAL_PADDING,
                   crop_min_area: float = MIN_OBJECT_COVERED) -> Batches:
     """Batches of ``split`` ("train" or "validation") from the shards in ``data_dir`` for ``rank``.
 
@@ -132,8 +126,8 @@ def build_dataset(data_dir: str | Path, split: str, *, backend: str = "tfdata", 
     each epoch cut to ``steps_per_epoch`` batches if given;
     otherwise centre crop (``image_size / (image_size + crop_padding)`` of the shorter side, the
     reference's padding by default), every example exactly once across ranks (one epoch).
-    ``backend="dali"`` decodes and augments with DALI; ``device_id="auto"`` uses the rank's
-    local GPU if there is one, else the CPU.
+    ``backend="dali"`` decodes and augments with DALI, on the rank's GPU if there is one (``gpu="auto"``),
+    else (or with ``gpu=None``) on the CPU.
     """
     if backend not in BACKENDS:
         raise UserError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -158,6 +152,6 @@ def build_dataset(data_dir: str | Path, split: str, *, backend: str = "tfdata", 
         from effnet.data import dali
         ds = dali.build(plans, training=training, batch_size=batch_size, image_size=image_size, seed=seed,
                         first_epoch=epoch, rank=rank, augment=augment, skip=skip,
-                        device_id=_gpu_device_id() if device_id == "auto" else device_id,
+                        gpu=ranks.rank_gpu() if gpu == "auto" else None,
                         crop_padding=crop_padding, min_area=crop_min_area)
     return Batches(ds, plans, batch_size, training, epoch, skip)

@@ -23,9 +23,10 @@ python - "$work/rec" <<'PY' | tee "$work/dali.txt"
 import sys, time
 import tensorflow as tf
 from effnet.data import build_dataset
-from effnet.data.pipeline import _gpu_device_id
-device = _gpu_device_id()
+from effnet.ranks import rank_gpu
+device = rank_gpu()
 assert device is not None, "no GPU visible to TensorFlow"
+tf.config.experimental.set_memory_growth(tf.config.list_physical_devices("GPU")[device.cuda_index], True)
 batches = build_dataset(sys.argv[1], "train", backend="dali", batch_size=64, image_size=224, epochs=3,
                         augment="autoaugment")
 start, n = time.perf_counter(), 0
@@ -36,8 +37,10 @@ print(f"dali on GPU {device}: {n} images, {n / (time.perf_counter() - start):.0f
 PY
 
 echo "== B0 224 px training step, AMP + XLA, 1 GPU (warm-up excluded)"
-python -m effnet.bench train --ours-only --ranks 1 --amp --xla --batch-size 256 --steps 20 --rounds 3 \
-  --workdir "$work/bench" | tee "$work/train_step.txt"
+python -m effnet benchmark train --data "$work/rec" --output "$work/bench" --set model.image_size=224 \
+  --set "benchmark.precisions=[amp]" --set "benchmark.train_batch_sizes=[${BATCH:-256}]" --set "benchmark.ranks=[1]" \
+  --set benchmark.warmup_steps=${WARMUP:-20} --set benchmark.steps=${STEPS:-60} --set train.xla=true \
+  | tee "$work/train_step.txt"
 
 echo "== 2-step resume"
 run="$work/run"

@@ -314,7 +314,12 @@ def run(command: list[str], env: dict) -> int:
 
 def previous_statuses(ledger: Path, attempt: int) -> list[int | None]:
     """Exit statuses of this series' attempts before ``attempt`` (None: killed before it could record one)."""
-    entries = [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.exists() else []
+    entries = []
+    for number, line in enumerate(ledger.read_text().splitlines() if ledger.exists() else [], 1):
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:  # a line torn by a kill mid-write: the rest still counts
+            print(f"launch: {ledger}:{number}: not a JSON line, skipped: {line[:80]!r}", file=sys.stderr)
     starts = [i for i, e in enumerate(entries) if e.get("start") and e.get("attempt") == 1]
     series = entries[starts[-1]:] if starts else []
     ended = {e["attempt"]: e["status"] for e in series if "status" in e}
@@ -335,10 +340,15 @@ def refusal(statuses: list[int | None], crash_retries: int) -> tuple[int, str] |
 
 
 def record(ledger: Path | None, entry: dict) -> None:
+    """Append ``entry`` to the ledger as one line (on a line of its own after a line torn by a kill)."""
     if ledger:
         ledger.parent.mkdir(parents=True, exist_ok=True)
-        with open(ledger, "a") as f:
-            f.write(json.dumps(entry) + "\n")
+        with open(ledger, "ab+") as f:  # appends go to the end whatever was read
+            torn = False
+            if f.seek(0, os.SEEK_END):
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+            f.write(b"\n" * torn + json.dumps(entry).encode() + b"\n")
 
 
 def main(argv: list[str] | None = None) -> int:
