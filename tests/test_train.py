@@ -87,6 +87,51 @@ def test_two_gloo_ranks_end_with_identical_weights_and_the_loss_falls(records, t
     assert np.mean(losses[-7:]) < np.mean(losses[:7])  # it learns
 
 
+AMP_RANK_SCRIPT = RANK_SCRIPT + """
+import horovod.tensorflow as hvd
+import tensorflow as tf
+from effnet.train.loop import distributed_tape
+print(f"LOSS_SCALE rank={trainer.world.rank} {float(trainer.optimizer.dynamic_scale.numpy())}", flush=True)
+# a loss-scaled gradient of 40000 on each rank, compressed to float16 (largest 65504) and averaged
+v = tf.Variable(1.0)
+for name, make in (("ours", lambda t: distributed_tape(hvd, t, hvd.Compression.fp16, hvd.size())),
+                   ("sum first", lambda t: hvd.DistributedGradientTape(t, compression=hvd.Compression.fp16))):
+    with tf.GradientTape() as tape:
+        y = v * 40000.0
+    print(f"AVERAGE {name} rank={hvd.rank()} {float(make(tape).gradient(y, [v])[0].numpy())}", flush=True)
+"""
+
+
+@pytest.mark.slow(minutes=3)
+def test_two_float16_ranks_with_compressed_gradients_agree_and_the_loss_scale_is_checkpointed(records, tmp_path):
+    """The GPU recipe's numerics on CPU (train.amp=float16): LossScaleOptimizer, float16 gradient compression
+    between 2 gloo ranks, identical weights; the loss scale is in the checkpoint; the run evaluates and exports.
+    Compressed gradients are divided by the rank count before Horovod sums them in float16."""
+    script = tmp_path / "rank.py"
+    script.write_text(AMP_RANK_SCRIPT)
+    out = tmp_path / "run"
+    sets = [a for a in FAST if a != "--set"] + ["train.amp=float16", "train.epochs=1", "train.steps_per_epoch=3",
+                                                 "train.batch_size=4", "model.batch_norm=sync"]
+    proc = subprocess.run([str(Path(sys.executable).with_name("horovodrun")), "--gloo", "-np", "2", "-H",
+                           "localhost:2", sys.executable, str(script), str(records), str(out), *sets],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=HANG_GUARD)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "rank 1/2 local_rank 1/2 device CPU precision mixed_float16" in proc.stdout
+    lines = sorted(line[line.index("AVERAGE"):] for line in proc.stdout.splitlines() if "AVERAGE" in line)
+    assert lines == ["AVERAGE ours rank=0 40000.0", "AVERAGE ours rank=1 40000.0",
+                     "AVERAGE sum first rank=0 inf", "AVERAGE sum first rank=1 inf"]
+    ranks = [np.load(out / f"rank{r}.npz") for r in range(2)]
+    for name in ranks[0].files:
+        np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=name)
+    scales = {line.split()[-1] for line in proc.stdout.splitlines() if "LOSS_SCALE" in line}
+    state = final_state(out)
+    (saved,) = [k for k in state if k.endswith("dynamic_scale")]
+    assert len(scales) == 1 and float(state[saved]) == float(scales.pop())
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["precision"] == "mixed_float16" and summary["steps"] == 3 and np.isfinite(
+        summary["final_train_loss"])
+
+
 def _python_with_env(**variables: str) -> int:
     """The Python process (not the shell that started it) whose environment holds every one of ``variables``."""
     wanted = {f"{k}={v}".encode() for k, v in variables.items()}
@@ -316,6 +361,21 @@ def test_a_rank_that_would_train_alone_is_an_error(records, tmp_path):
                           text=True, timeout=HANG_GUARD)
     assert proc.returncode == 2
     assert "SLURM_NTASKS=2 but Horovod started 1 rank(s): this process would train alone" in proc.stderr
+
+
+def test_amp_means_float16_on_gpu_bfloat16_on_a_cpu_that_has_it_or_what_it_names():
+    from effnet.benchmark.precisions import resolve
+
+    native = recipe.cpu_has_native_bf16()
+    assert recipe.amp_policy(True, on_gpu=True) == "mixed_float16"
+    assert recipe.amp_policy(True, on_gpu=False) == ("mixed_bfloat16" if native else None)
+    assert recipe.amp_policy("float16", on_gpu=False) == "mixed_float16"
+    assert recipe.amp_policy(False, on_gpu=True) is None
+    # the benchmark's amp row follows train.amp where it names a type, else runs where AMP pays (here: CPU)
+    auto = resolve("amp", {"amp": False, "xla": "auto"})
+    assert auto == recipe.Precision("mixed_bfloat16", False, False) if native else "no native bfloat16" in auto
+    assert resolve("amp", {"amp": "float16", "xla": "auto"}) == recipe.Precision("mixed_float16", False, False)
+    assert resolve("tf32", {"amp": True, "xla": "auto"}) == "TF32 needs a GPU (Ampere or newer)"
 
 
 def test_learning_rate_warms_up_then_follows_the_cosine_to_zero():

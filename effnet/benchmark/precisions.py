@@ -3,12 +3,13 @@
 - ``fp32``: float32, TF32 off;
 - ``tf32``: float32 with TensorFloat-32 matmuls/convolutions: Ampere or newer GPUs only;
 - ``amp``: mixed precision, float16 with loss scaling on GPU, bfloat16 on a CPU with native
-  bfloat16 (emulated bfloat16 is about 2x slower than float32: not measured, see ``recipe.precision``).
+  bfloat16 (emulated bfloat16 is about 2x slower than float32: not measured, see ``recipe.precision``);
+  train.amp float16 or bfloat16 makes it that one on any device.
 XLA follows train.xla (auto: on for GPUs only).
 """
 from __future__ import annotations
 
-from effnet.train.recipe import Precision, cpu_has_native_bf16
+from effnet.train.recipe import Precision, amp_policy
 
 NAMES = ("fp32", "tf32", "amp")
 
@@ -23,11 +24,12 @@ def gpu_compute_capability() -> tuple[int, int] | None:
     return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)))
 
 
-def resolve(name: str, xla: bool | str) -> Precision | str:
-    """The Precision that ``name`` means on this host, or why this host cannot run it."""
+def resolve(name: str, train: dict) -> Precision | str:
+    """The Precision that ``name`` means on this host under the config's ``train`` section (xla, amp), or
+    why this host cannot run it."""
     capability = gpu_compute_capability()
     on_gpu = capability is not None
-    jit = on_gpu if xla == "auto" else bool(xla)
+    jit = on_gpu if train["xla"] == "auto" else bool(train["xla"])
     if name == "fp32":
         return Precision("float32", jit, tf32=False)
     if name == "tf32":
@@ -37,11 +39,10 @@ def resolve(name: str, xla: bool | str) -> Precision | str:
             return f"TF32 needs an Ampere or newer GPU (compute capability {capability[0]}.{capability[1]} here)"
         return Precision("float32", jit, tf32=True)
     if name == "amp":
-        if on_gpu:
-            return Precision("mixed_float16", jit, tf32=True)
-        if cpu_has_native_bf16():
-            return Precision("mixed_bfloat16", jit, tf32=False)
-        return "this CPU has no native bfloat16 (AVX512_BF16/AMX): emulated, it is slower than float32"
+        policy = amp_policy(train["amp"] if isinstance(train["amp"], str) else True, on_gpu)
+        if policy is None:
+            return "this CPU has no native bfloat16 (AVX512_BF16/AMX): emulated, it is slower than float32"
+        return Precision(policy, jit, tf32=on_gpu)
     raise ValueError(f"unknown precision {name!r}: one of {', '.join(NAMES)}")
 
 
@@ -49,7 +50,7 @@ def runnable(config: dict, log):
     """Each of benchmark.precisions this host can run, made the process's, as (name, Precision); the others
     are logged to ``log`` (a DLLogger) as skipped, with the reason."""
     for name in config["benchmark"]["precisions"]:
-        precision = resolve(name, config["train"]["xla"])
+        precision = resolve(name, config["train"])
         if isinstance(precision, str):
             log.log("PARAMETER", {"precision": name, "skipped": precision})
             continue

@@ -147,7 +147,7 @@ class Trainer:
             total = loss + recipe.l2_penalty(self.kernels, self.t["weight_decay"]) if self.kernels else loss
             scaled = self.optimizer.scale_loss(total)  # loss-scaled under mixed_float16, else unchanged
         if self.world.size > 1:  # one rank: nothing to average (Horovod's tf.cond per gradient costs ~14 s to trace)
-            tape = self.hvd.DistributedGradientTape(tape, compression=self.compression)
+            tape = distributed_tape(self.hvd, tape, self.compression, self.world.size)
         grads = tape.gradient(scaled, [v.value for v in self.trainable])
         if self.accum == 1:
             self._apply(grads)
@@ -206,6 +206,13 @@ class Trainer:
         """Whether any rank was signalled (every rank gets the same answer)."""
         mine = tf.constant(0 if flag.signal is None else 1, tf.int32)
         return bool(self.hvd.allreduce(mine, op=self.hvd.Max, name="stop").numpy())
+
+
+def distributed_tape(hvd, tape: tf.GradientTape, compression, ranks: int):
+    """A tape whose gradients are averaged over ``ranks``, each divided by the rank count before the sum:
+    loss-scaled gradients compressed to float16 would otherwise overflow (65504) in the sum, and the loss
+    scale settle ``ranks`` times lower, skipping more steps."""
+    return hvd.DistributedGradientTape(tape, compression=compression, gradient_predivide_factor=float(ranks))
 
 
 def _log_start(log: DLLogger, trainer: Trainer, world: World) -> None:
@@ -286,6 +293,7 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
     last = {"loss": float("nan"), "top1": float("nan")}
     bar = tqdm(total=(epochs * trainer.micro_per_epoch), initial=epoch * trainer.micro_per_epoch + micro,
                unit="batch", disable=not (world.chief and sys.stdout.isatty()), dynamic_ncols=True)
+    step = int(trainer.step.numpy())  # then counted here: reading the variable each step would wait for the device
     if epoch < epochs:
         stream = trainer.batches(epoch, epochs - epoch, micro)
         seed_base = tf.constant([t["seed"], 0x7EA1], tf.int64)
@@ -302,9 +310,10 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
             if micro % trainer.accum:
                 continue
             trainer.apply_step()
-            step = int(trainer.step.numpy())
+            step += 1
             epoch_done = micro == trainer.micro_per_epoch
-            if step % t["log_every"] == 0 or epoch_done:
+            boundary = step % t["log_every"] == 0 or epoch_done  # where the host waits for the device anyway
+            if boundary:
                 elapsed = time.perf_counter() - window["start"]
                 last = {"loss": float(window["loss"]) / window["batches"],
                         "top1": float(window["hits"]) / (window["batches"] * t["batch_size"])}
@@ -326,7 +335,9 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
                             for name in ("loss", "top1", "top5"):
                                 tf.summary.scalar(f"eval/{name}", eval_metrics[name])
                     window["start"] = time.perf_counter()  # the next img/s excludes the evaluation
-            if flag.signal is not None or world.size > 1:
+            # one rank stops at the step after a signal; several vote at log boundaries (an allreduce the host
+            # waits for), so that every rank stops at the same step
+            if (flag.signal is not None and world.size == 1) or (world.size > 1 and boundary):
                 if trainer.agree_to_stop(flag):
                     trainer.save(epoch, micro)
                     # no rank exits before rank 0's checkpoint is complete: srun ends the step a while after the

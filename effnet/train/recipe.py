@@ -145,21 +145,26 @@ def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def amp_policy(amp: bool | str, on_gpu: bool) -> str | None:
+    """The Keras mixed-precision policy ``train.amp`` means on this host, None for float32: "float16" and
+    "bfloat16" are that everywhere; true is float16 on GPU, bfloat16 on a CPU that has it, else None."""
+    if amp in ("float16", "bfloat16"):
+        return f"mixed_{amp}"
+    if amp and (on_gpu or cpu_has_native_bf16()):
+        return "mixed_float16" if on_gpu else "mixed_bfloat16"
+    return None
+
+
 def precision(train: dict, on_gpu: bool) -> Precision:
-    """The precision settings for this host: AMP is float16 on GPU, bfloat16 only on a CPU that has it.
+    """The precision settings for this host (``amp_policy``).
 
     Measured on this project's CPU without AVX512_BF16 (B0 grad step, 128 px, batch 16): float32 29.8
     img/s, mixed_bfloat16 13.5 img/s; XLA makes B0 about 9x slower on CPU. Both are warned about.
     """
-    policy = "float32"
-    if train["amp"]:
-        if on_gpu:
-            policy = "mixed_float16"
-        elif cpu_has_native_bf16():
-            policy = "mixed_bfloat16"
-        else:
-            warnings.warn("train.amp: this CPU has no native bfloat16 (AVX512_BF16/AMX); training in float32, "
-                          "which is about 2x faster here than emulated bfloat16", stacklevel=2)
+    policy = amp_policy(train["amp"], on_gpu) or "float32"
+    if train["amp"] is True and policy == "float32":
+        warnings.warn("train.amp: this CPU has no native bfloat16 (AVX512_BF16/AMX); training in float32, "
+                      "which is about 2x faster here than emulated bfloat16", stacklevel=2)
     xla = train["xla"]
     if xla is True and not on_gpu:
         warnings.warn("train.xla: XLA makes EfficientNet about 9x slower on CPU; 'auto' turns it on for GPUs only",
