@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from effnet import provenance
-from effnet.errors import UserError
+from effnet.errors import EXIT_USER_ERROR, UserError
 
 # Modules that define a stage, in pipeline order.
 STAGES = ["effnet.doctor", "effnet.data.demo", "effnet.data.prepare", "effnet.data.index", "effnet.train",
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

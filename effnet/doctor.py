@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import re
 import shutil
 import subprocess
@@ -219,6 +220,85 @@ def check_image_reference(image: str | None) -> Check:
     return Check("container-image", True, image)
 
 
+@dataclass(frozen=True)
+class Partition:
+    """What the largest node of a SLURM partition offers, as sinfo reports it."""
+
+    name: str
+    default: bool
+    minutes: float | None  # time limit (None: infinite)
+    nodes: int
+    cpus: int
+    mem_mb: int
+    gpus: int
+
+
+def slurm_minutes(limit: str) -> float | None:
+    """A SLURM time limit ("infinite", "30:00" = M:S, "2:00:00", "1-12", "1-00:00:00") in minutes; None = none."""
+    if limit.strip().lower() in ("infinite", "unlimited"):
+        return None
+    days, _, rest = limit.strip().rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if days:  # D-H, D-H:M, D-H:M:S
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    else:  # M, M:S, H:M:S
+        hours, minutes, seconds = ([0] + parts + [0])[:3] if len(parts) < 3 else parts
+    return int(days or 0) * 1440 + hours * 60 + minutes + seconds / 60
+
+
+def partitions() -> dict[str, Partition]:
+    """Every partition ``sinfo`` lists, its node groups merged (nodes summed, the largest node's resources)."""
+    found: dict[str, Partition] = {}
+    for line in (_output("sinfo", "-h", "-o", "%P|%l|%D|%c|%m|%G") or "").splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 6 or not fields[2].isdigit():
+            continue
+        name, limit, nodes, cpus, mem, gres = fields
+        gpus = max((int(n) for n in re.findall(r"gpu(?::[^:,()\s]+)?:(\d+)", gres)), default=0)
+        part = Partition(name.rstrip("*"), name.endswith("*"), slurm_minutes(limit), int(nodes),
+                         int(re.match(r"\d*", cpus).group() or 0), int(re.match(r"\d*", mem).group() or 0), gpus)
+        if part.name in found:
+            old = found[part.name]
+            part = Partition(part.name, part.default or old.default, part.minutes, part.nodes + old.nodes,
+                             max(part.cpus, old.cpus), max(part.mem_mb, old.mem_mb), max(part.gpus, old.gpus))
+        found[part.name] = part
+    return found
+
+
+def request_checks(config: dict) -> list[Check]:
+    """Every rule's SLURM request (nodes, CPUs and memory per node, GPUs, its longest time limit over all
+    attempts) against the partition it goes to: a job that no node can hold stays PENDING for ever."""
+    from effnet.cluster import requests
+
+    cluster, known = config["cluster"], partitions()
+    default = next((p for p in known.values() if p.default), None)
+    checks = []
+    for rule in cluster["jobs"]:
+        asked = requests.rule_resources(config, rule)
+        name = asked.get("slurm_partition") or (default.name if default else None)
+        part = known.get(name)
+        if part is None:
+            checks.append(Check(f"request {rule}", False, f"partition {name or '(default)'} not in sinfo's "
+                                f"({', '.join(known) or 'none listed'})", "set cluster.partition / gpu_partition "
+                                f"or cluster.jobs.{rule}.partition to one of sinfo's partitions"))
+            continue
+        nodes = asked.get("nodes", 1)
+        per_node = math.ceil(asked.get("tasks", 1) / nodes)
+        gpus = int(asked["gres"].split(":")[-1]) if "gres" in asked else asked.get("gpu", 0)
+        longest = requests.runtime(cluster, rule, cluster["max_attempts"])
+        wants = {"nodes": (nodes, part.nodes), "CPUs per node": (per_node * asked["cpus_per_task"], part.cpus),
+                 "MB per node": (asked["mem_mb"], part.mem_mb), "GPUs per node": (gpus, part.gpus),
+                 f"min (attempt {cluster['max_attempts']})": (longest, part.minutes)}
+        over = [f"{want:g} {what} > {has:g}" for what, (want, has) in wants.items() if has is not None and want > has]
+        detail = (f"partition {part.name}: " + (", ".join(over) if over else
+                  f"{nodes} node(s) x {per_node} task(s), {wants['CPUs per node'][0]} CPUs, {asked['mem_mb']} MB, "
+                  f"{gpus} GPUs per node, up to {longest} min"))
+        checks.append(Check(f"request {rule}", not over, detail,
+                            f"lower cluster.jobs.{rule} (cpus, mem_mb, runtime), cluster.max_runtime or the node/GPU "
+                            "counts, or choose a partition whose nodes hold it" if over else ""))
+    return checks
+
+
 def cluster_checks(cluster: dict) -> list[Check]:
     """What a first run on a new cluster needs, from the config's ``cluster`` section."""
     return [check_pyxis(cluster["container_image"]), check_mpi(cluster["mpi"]),
@@ -238,23 +318,25 @@ def check_gpus(required: bool) -> Check:
     return Check("gpus", True, f"{len(gpus)}: " + ", ".join(g.name for g in gpus), required=required)
 
 
-def run_checks(cluster: dict | None = None) -> list[Check]:
-    """Run every check; with a config's ``cluster`` section also SLURM, GPUs and the cluster checks."""
+def run_checks(config: dict | None = None) -> list[Check]:
+    """Run every check; with a config also SLURM, GPUs, the cluster checks and every rule's request."""
+    slurm = check_slurm(required=config is not None)
     checks = [
         check_tensorflow(), check_horovod(), check_dali(), check_dali_tf_plugin(),
-        check_snakemake(), check_slurm_plugin(), check_python_deps(),
-        check_slurm(required=cluster is not None), check_gpus(required=cluster is not None),
+        check_snakemake(), check_slurm_plugin(), check_python_deps(), slurm, check_gpus(required=config is not None),
     ]
-    return checks + (cluster_checks(cluster) if cluster is not None else [])
+    if config is None:
+        return checks
+    return checks + cluster_checks(config["cluster"]) + (request_checks(config) if slurm.ok else [])
 
 
 def main(args: argparse.Namespace) -> int:
-    cluster = None
+    config = None
     if args.cluster:
         from effnet.config import load_config
 
-        cluster = load_config(args.config)["cluster"]
-    checks = run_checks(cluster) + ([check_train_step()] if args.train_step else [])
+        config = load_config(args.config)
+    checks = run_checks(config) + ([check_train_step()] if args.train_step else [])
     for c in checks:
         status = "ok  " if c.ok else ("FAIL" if c.required else "warn")
         print(f"{status} {c.name:32s} {c.detail}")
@@ -273,8 +355,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "doctor", help="check the installed stack (TF, Horovod, DALI, Snakemake, SLURM, GPUs)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cluster", action="store_true",
-                        help="also require SLURM and a GPU, and check Pyxis, the --mpi type, GPUs per node and the "
-                             "container image of --config's cluster section (run on a GPU node of the cluster)")
+                        help="also require SLURM and a GPU, and check Pyxis, the --mpi type, GPUs per node, the "
+                             "container image of --config's cluster section and every rule's request against its "
+                             "partition in sinfo (run on a GPU node of the cluster)")
     parser.add_argument("--train-step", action="store_true",
                         help="also run one real training step (B0 at 32 px, Horovod's tape, the optimizer) on "
                              "random images: Keras 3, Horovod and TensorFlow work together (the image build runs it)")

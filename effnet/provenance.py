@@ -17,7 +17,7 @@ from pathlib import Path
 
 import effnet
 
-# Set by workflow/scripts/launch.py inside a Pyxis container; NGC images also name their own build.
+# Set by effnet.cluster.job inside a Pyxis container; NGC images also name their own build.
 CONTAINER_VARIABLES = ("EFFNET_CONTAINER_IMAGE", "NVIDIA_TENSORFLOW_VERSION", "NVIDIA_BUILD_ID")
 
 

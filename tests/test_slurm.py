@@ -19,11 +19,10 @@ import yaml
 
 from conftest import HANG_GUARD, REPO
 
-sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 sys.path.insert(0, str(REPO / "tests"))
-import launch  # noqa: E402
 from slurm.cluster import BATCH_STEP, Cluster, unavailable  # noqa: E402
 
+from effnet.cluster import job, requests  # noqa: E402
 from effnet.config import validate  # noqa: E402
 from effnet.dllog import read_records  # noqa: E402
 
@@ -47,49 +46,49 @@ def readme_commands() -> list[str]:
 
 # -- unit: config -> resources and launch lines ------------------------------------------------------
 def test_pyxis_image_names():
-    assert launch.pyxis_image("nvcr.io/nvidia/tensorflow:25.02-tf2-py3") == "nvcr.io#nvidia/tensorflow:25.02-tf2-py3"
-    assert launch.pyxis_image("localhost:5000/x:1") == "localhost:5000#x:1"
-    assert launch.pyxis_image("ubuntu:22.04") == "ubuntu:22.04"  # Docker Hub: no registry part
-    assert launch.pyxis_image("nvidia/cuda:12.4") == "nvidia/cuda:12.4"
-    assert launch.pyxis_image("/images/tf.sqsh") == "/images/tf.sqsh"
-    assert launch.pyxis_image("nvcr.io#nvidia/tensorflow:25.02") == "nvcr.io#nvidia/tensorflow:25.02"
+    assert requests.pyxis_image("nvcr.io/nvidia/tensorflow:25.02-tf2-py3") == "nvcr.io#nvidia/tensorflow:25.02-tf2-py3"
+    assert requests.pyxis_image("localhost:5000/x:1") == "localhost:5000#x:1"
+    assert requests.pyxis_image("ubuntu:22.04") == "ubuntu:22.04"  # Docker Hub: no registry part
+    assert requests.pyxis_image("nvidia/cuda:12.4") == "nvidia/cuda:12.4"
+    assert requests.pyxis_image("/images/tf.sqsh") == "/images/tf.sqsh"
+    assert requests.pyxis_image("nvcr.io#nvidia/tensorflow:25.02") == "nvcr.io#nvidia/tensorflow:25.02"
 
 
 def test_resources_per_rule_from_the_cluster_section():
     config = demo_config(partition="cpu", gpu_partition="gpu", account="proj", qos="high", nodes=2,
                          gpus_per_node=4, mpi="pmix", signal_seconds=120, runtime_growth=2.0, max_runtime=100)
     config["cluster"]["jobs"]["train"].update(runtime=30, cpus=6, mem_mb=9000)
-    train = launch.rule_resources(config, "train")
+    train = requests.rule_resources(config, "train")
     assert {k: v for k, v in train.items() if k != "runtime"} == {
         "mem_mb": 9000, "cpus_per_task": 6, "slurm_partition": "gpu", "slurm_account": "proj", "qos": "high",
         "nodes": 2, "mpi": "srun", "tasks": 8, "gres": "gpu:4", "tasks_per_gpu": 0,
         "slurm_extra": "--no-requeue --signal=USR1@120"}
     assert [train["runtime"](None, a) for a in (1, 2, 3, 4)] == [30, 60, 100, 100]  # grows, capped
-    prepare = launch.rule_resources(config, "prepare")
+    prepare = requests.rule_resources(config, "prepare")
     assert prepare["slurm_partition"] == "cpu" and prepare["cpus_per_task"] == 2 and "gpu" not in prepare
     assert prepare["slurm_extra"] == "--no-requeue"  # Snakemake alone resubmits
     for rule in ("evaluate", "export", "infer"):  # one GPU; no --ntasks-per-gpu (refused by SLURM >= 23.11)
-        resources = launch.rule_resources(config, rule)
+        resources = requests.rule_resources(config, rule)
         assert (resources["gpu"], resources["tasks_per_gpu"]) == (1, 0)
     config["cluster"]["jobs"]["index"]["partition"] = "short"
-    assert launch.rule_resources(config, "index")["slurm_partition"] == "short"
+    assert requests.rule_resources(config, "index")["slurm_partition"] == "short"
     single = demo_config(gpus_per_node=1)
-    resources = launch.rule_resources(single, "train")
+    resources = requests.rule_resources(single, "train")
     assert "mpi" not in resources and (resources["gpu"], resources["tasks_per_gpu"]) == (1, 0)  # the plugin's step
-    assert "gpu" not in launch.rule_resources(demo_config(gpus_per_node=0), "evaluate")
-    assert launch.attempts(config) == config["cluster"]["max_attempts"] - 1
-    assert launch.attempts(config, main_process=False) == 0  # no retry inside the job
+    assert "gpu" not in requests.rule_resources(demo_config(gpus_per_node=0), "evaluate")
+    assert requests.attempts(config) == config["cluster"]["max_attempts"] - 1
+    assert requests.attempts(config, main_process=False) == 0  # no retry inside the job
 
 
 def test_launch_lines_and_container_options(tmp_path):
     plain = demo_config(gpus_per_node=2)
-    assert launch.container_options(plain) == []
-    prefix = shlex.split(launch.launch_prefix(plain, "train"))
+    assert requests.container_options(plain) == []
+    prefix = shlex.split(requests.launch_prefix(plain, "train"))
     assert not any(a.startswith("--container") for a in prefix)
     config = demo_config(gpus_per_node=2, mpi="none", container_image=IMAGE, container_mounts="/data:/data:ro")
     config["run_dir"] = str(tmp_path / "run")
     config["data"]["input"] = "/data/imagenet"  # under a configured mount: not mounted twice
-    options = launch.container_options(config, workdir=str(REPO))
+    options = requests.container_options(config, workdir=str(REPO))
     assert options == [f"--container-image={PYXIS_IMAGE}",
                        f"--container-mounts=/data:/data:ro,{REPO}:{REPO},{tmp_path}/run:{tmp_path}/run",
                        f"--container-workdir={REPO}", "--no-container-mount-home"]
@@ -97,25 +96,25 @@ def test_launch_lines_and_container_options(tmp_path):
     # host's /data, so the data input is mounted at its own path too
     moved = copy.deepcopy(config)
     moved["cluster"]["container_mounts"] = "/lustre/imagenet:/data"
-    assert launch.container_options(moved, workdir=str(REPO))[1] == (
+    assert requests.container_options(moved, workdir=str(REPO))[1] == (
         f"--container-mounts=/lustre/imagenet:/data,{REPO}:{REPO},{tmp_path}/run:{tmp_path}/run,"
         "/data/imagenet:/data/imagenet")
-    args = launch.parse_args(shlex.split(launch.launch_prefix(config, "train", workdir=str(REPO)))[2:]
+    args = job.parse_args(shlex.split(requests.launch_prefix(config, "train", workdir=str(REPO)))[2:]
                              + ["python", "-m", "effnet", "train"])
-    assert launch.srun_command(args) == [
+    assert job.srun_command(args) == [
         "srun", "--nodes=1", "--ntasks=2", "--ntasks-per-node=2", "--kill-on-bad-exit=0", "--wait=60", "--mpi=none",
         "--gpu-bind=none", "--cpus-per-task=2", *options, "python", "-m", "effnet", "train"]
-    assert launch.local_command(args) == ["horovodrun", "-np", "2", "-H", "localhost:2", "python", "-m", "effnet",
+    assert job.local_command(args) == ["horovodrun", "-np", "2", "-H", "localhost:2", "python", "-m", "effnet",
                                           "train"]
     pmix = demo_config(nodes=2, gpus_per_node=8, mpi="pmi2")
-    args = launch.parse_args(shlex.split(launch.launch_prefix(pmix, "train"))[2:] + ["python", "x.py"])
-    assert launch.srun_command(args)[:7] == ["srun", "--nodes=2", "--ntasks=16", "--ntasks-per-node=8",
+    args = job.parse_args(shlex.split(requests.launch_prefix(pmix, "train"))[2:] + ["python", "x.py"])
+    assert job.srun_command(args)[:7] == ["srun", "--nodes=2", "--ntasks=16", "--ntasks-per-node=8",
                                              "--kill-on-bad-exit=0", "--wait=60", "--mpi=pmi2"]
     # a single-task stage: in the helper's own step without an image, else an overlapping step in the image
-    args = launch.parse_args(shlex.split(launch.launch_prefix(plain, "index"))[2:] + ["python", "-m", "effnet"])
-    assert launch.srun_command(args) is None and launch.local_command(args) == ["python", "-m", "effnet"]
-    args = launch.parse_args(shlex.split(launch.launch_prefix(config, "index", str(REPO)))[2:] + ["python"])
-    assert launch.srun_command(args, {"SLURM_CPUS_PER_TASK": "3"}) == [
+    args = job.parse_args(shlex.split(requests.launch_prefix(plain, "index"))[2:] + ["python", "-m", "effnet"])
+    assert job.srun_command(args) is None and job.local_command(args) == ["python", "-m", "effnet"]
+    args = job.parse_args(shlex.split(requests.launch_prefix(config, "index", str(REPO)))[2:] + ["python"])
+    assert job.srun_command(args, {"SLURM_CPUS_PER_TASK": "3"}) == [
         "srun", "--overlap", "--nodes=1", "--ntasks=1", "--cpus-per-task=3", *options, "python"]
 
 
@@ -127,7 +126,7 @@ def test_an_attempt_runs_or_not_by_how_the_earlier_attempts_of_its_series_ended(
 
     def attempt(n: int, status: int, crash_retries: int = 2) -> tuple[int, bool]:
         marker.unlink(missing_ok=True)
-        code = launch.main(["--rule", "train", "--attempt", str(n), "--ledger", str(ledger), "--crash-retries",
+        code = job.main(["--rule", "train", "--attempt", str(n), "--ledger", str(ledger), "--crash-retries",
                             str(crash_retries), "--", sys.executable, "-c",
                             f"open({str(marker)!r}, 'w'); raise SystemExit({status})"])
         return code, marker.exists()
@@ -156,11 +155,11 @@ def test_an_attempt_runs_or_not_by_how_the_earlier_attempts_of_its_series_ended(
 
 def test_unworkable_cluster_values_are_refused():
     config = demo_config(signal_seconds=1800)  # the demo's train limit is 30 min
-    with pytest.raises(launch.LaunchError, match="signal_seconds"):
-        launch.rule_resources(config, "train")
+    with pytest.raises(requests.LaunchError, match="signal_seconds"):
+        requests.rule_resources(config, "train")
     config = demo_config(max_runtime=15)
-    with pytest.raises(launch.LaunchError, match="prepare.runtime=20 exceeds"):
-        launch.launch_prefix(config, "prepare")
+    with pytest.raises(requests.LaunchError, match="prepare.runtime=20 exceeds"):
+        requests.launch_prefix(config, "prepare")
 
 
 def snakemake_env(extra_path: str = "") -> dict:
@@ -254,7 +253,7 @@ def cluster(tmp_path_factory):
 def test_ranks_leaving_a_second_apart_report_their_status_and_a_dead_rank_ends_the_step(cluster, tmp_path):
     """Ranks that stop together (75 after a signal) leave a moment apart: the step's status is still theirs, not
     the 137 of a rank killed for being a second late. A rank that dies while the others wait ends the step within
-    launch.RANK_EXIT_WAIT, a crash to the ledger."""
+    job.RANK_EXIT_WAIT, a crash to the ledger."""
     env = cluster.env(snakemake_env())
     ledger = tmp_path / "attempts.jsonl"
 
@@ -273,9 +272,42 @@ def test_ranks_leaving_a_second_apart_report_their_status_and_a_dead_rank_ends_t
     took = job("sleep 3600", "exit 1", attempt=2)
     statuses = [e["status"] for e in map(json.loads, ledger.read_text().splitlines()) if "status" in e]
     assert statuses[0] == 75, (tmp_path / "job1.out").read_text()
-    assert statuses[1] not in (0, 75) and launch.RANK_EXIT_WAIT <= took < launch.RANK_EXIT_WAIT + 120, (
+    assert statuses[1] not in (0, 75) and job.RANK_EXIT_WAIT <= took < job.RANK_EXIT_WAIT + 120, (
         statuses, took, (tmp_path / "job2.out").read_text())
     print(f"a dead rank's step ended {took:.0f} s after its submission")
+
+
+def test_doctor_names_each_rule_whose_request_no_node_of_its_partition_holds(cluster, monkeypatch):
+    """A job that no node can hold stays PENDING for ever; doctor --cluster compares every rule's request, its
+    last attempt's time limit included, with what sinfo says the partition's nodes have (here: 1 node, 8000 MB,
+    2 GPUs, no time limit; a second partition of 60 min)."""
+    from effnet.doctor import request_checks
+
+    env = cluster.env()
+    monkeypatch.setenv("PATH", env["PATH"])
+    monkeypatch.setenv("SLURM_CONF", env["SLURM_CONF"])
+    subprocess.run(["scontrol", "create", f"PartitionName=short{cluster.port}", f"Nodes={cluster.hostname}",
+                    "MaxTime=60"], env=env, check=True)
+    fits = demo_config(gpus_per_node=2, mpi="none")  # the demo's jobs, ranked ones with a CPU per rank
+    for rule in ("train", "benchmark_train"):
+        fits["cluster"]["jobs"][rule].update(cpus=1, mem_mb=4000)
+    checks = {c.name: c for c in request_checks(fits)}
+    assert set(checks) == {f"request {rule}" for rule in fits["cluster"]["jobs"]}
+    assert all(c.ok for c in checks.values()), [c.detail for c in checks.values() if not c.ok]
+    assert checks["request train"].detail.startswith("partition test: 1 node(s) x 2 task(s), 2 CPUs, 4000 MB, 2 GPUs")
+
+    too_big = copy.deepcopy(fits)
+    too_big["cluster"].update(nodes=2, partition=f"short{cluster.port}")
+    too_big["cluster"]["jobs"]["train"].update(mem_mb=64000)
+    checks = {c.name: c for c in request_checks(too_big)}
+    train = checks["request train"]
+    assert not train.ok and train.fix and train.detail == (
+        f"partition short{cluster.port}: 2 nodes > 1, 64000 MB per node > 8000, 1154 min (attempt 10) > 60")
+    assert not checks["request index"].ok and "min (attempt 10) > 60" in checks["request index"].detail
+    missing = copy.deepcopy(fits)
+    missing["cluster"]["gpu_partition"] = "gpu"
+    assert "partition gpu not in sinfo's (test, short" in {c.name: c for c in request_checks(missing)}[
+        "request evaluate"].detail
 
 
 # Training long enough to be signalled in its first attempt on any machine: an 8 min limit with SIGUSR1 430 s

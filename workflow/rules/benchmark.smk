@@ -2,8 +2,8 @@
 # Both benchmarks start after training (they would compete with it for the GPUs or cores) and take
 # all of a machine's cores locally (threads), so nothing else runs while they time.
 
-# SLURM/local resources and the srun/Pyxis launch of each stage, from config['cluster'] (workflow/scripts/launch.py)
-from workflow.scripts.launch import attempts, launch_prefix, rule_resources
+# SLURM/local resources and the srun/Pyxis launch of each stage, from config['cluster'] (effnet.cluster.requests)
+from effnet.cluster.requests import attempts, launch_prefix, rule_resources
 from effnet.report import HTML, MARKDOWN, plots
 
 

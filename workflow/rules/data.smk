@@ -3,8 +3,8 @@
 # killed stage resumes; only the manifests are declared outputs, which Snakemake
 # deletes on failure while the finished shards stay.
 
-# SLURM/local resources and the srun/Pyxis launch of each stage, from config['cluster'] (workflow/scripts/launch.py)
-from workflow.scripts.launch import attempts, launch_prefix, rule_resources
+# SLURM/local resources and the srun/Pyxis launch of each stage, from config['cluster'] (effnet.cluster.requests)
+from effnet.cluster.requests import attempts, launch_prefix, rule_resources
 
 
 rule demo_data:

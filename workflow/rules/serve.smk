@@ -2,8 +2,8 @@
 # Each stage writes its declared output last (evaluate, infer) or renames it into place whole
 # (export), so a killed stage leaves nothing a rerun would trust.
 
-# SLURM/local resources and the srun/Pyxis launch of each stage, from config['cluster'] (workflow/scripts/launch.py)
-from workflow.scripts.launch import attempts, launch_prefix, rule_resources
+# SLURM/local resources and the srun/Pyxis launch of each stage, from config['cluster'] (effnet.cluster.requests)
+from effnet.cluster.requests import attempts, launch_prefix, rule_resources
 
 
 rule evaluate:

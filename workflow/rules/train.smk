@@ -3,8 +3,8 @@
 # the outputs of a failed job, and a job stopped by a time limit (exit status 75, after writing a
 # checkpoint) must keep them for the retry (`--retries`) that resumes it.
 
-# SLURM/local resources and the srun/Pyxis launch of each stage, from config['cluster'] (workflow/scripts/launch.py)
-from workflow.scripts.launch import attempts, launch_prefix, rule_resources
+# SLURM/local resources and the srun/Pyxis launch of each stage, from config['cluster'] (effnet.cluster.requests)
+from effnet.cluster.requests import attempts, launch_prefix, rule_resources
 
 
 rule train:
