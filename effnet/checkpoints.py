@@ -10,7 +10,6 @@ would not continue this run's) are moved aside into ``DIR/superseded-<recipe>/``
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from effnet.digests import file_sha256
 from effnet.errors import UserError
 
 PREFIX = "ckpt-"
@@ -28,14 +28,6 @@ META = "meta.json"
 IDENTITY = ("arch", "num_classes", "image_size")
 RECIPE = "recipe_sha256"
 SUPERSEDED = "superseded-"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save(directory: str | Path, arrays: dict[str, np.ndarray], meta: dict, keep: int) -> Path:
@@ -50,7 +42,7 @@ def save(directory: str | Path, arrays: dict[str, np.ndarray], meta: dict, keep:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        meta = {**meta, "sha256": _sha256(tmp / STATE), "variables": len(arrays)}
+        meta = {**meta, "sha256": file_sha256(tmp / STATE), "variables": len(arrays)}
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
         shutil.rmtree(final, ignore_errors=True)  # the same step saved again (a signal right after a save)
         os.replace(tmp, final)
@@ -73,7 +65,7 @@ def read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """The meta and arrays of one checkpoint; UserError if it is incomplete or damaged."""
     try:
         meta = json.loads((path / META).read_text())
-        if _sha256(path / STATE) != meta["sha256"]:
+        if file_sha256(path / STATE) != meta["sha256"]:
             raise UserError(f"{path / STATE}: checksum mismatch (damaged)")
         with np.load(path / STATE) as data:
             arrays = {name: data[name] for name in data.files}

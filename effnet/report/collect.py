@@ -5,11 +5,11 @@ and the stage that writes it: the report then says what is missing instead of fa
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from effnet import benchmarks, jsonfile, layout, runs
+from effnet.digests import file_sha256
 from effnet.dllog import read_records
 from effnet.errors import UserError
 
@@ -56,7 +56,7 @@ def collect(run_dir: str | Path) -> RunData:
     except (OSError, ValueError) as exc:
         data.missing.append(f"{log}: unreadable ({exc})")
     if (train / runs.CONFIG).is_file():
-        data.config_sha256 = hashlib.sha256((train / runs.CONFIG).read_bytes()).hexdigest()
+        data.config_sha256 = file_sha256(train / runs.CONFIG)
     data.eval_metrics = _json(layout.path(run_dir, layout.EVAL_METRICS), "evaluate", data.missing)
     bench = layout.path(run_dir, layout.BENCHMARK)
     data.bench_train = _json(bench / benchmarks.TRAIN, "benchmark train", data.missing)

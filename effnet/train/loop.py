@@ -149,10 +149,11 @@ class Trainer:
         if self.world.size > 1:  # one rank: nothing to average (Horovod's tf.cond per gradient costs ~14 s to trace)
             tape = distributed_tape(self.hvd, tape, self.compression, self.world.size)
         grads = tape.gradient(scaled, [v.value for v in self.trainable])
-        if self.accum == 1:
+        if self.accumulators:  # one of grad_accum_steps micro-batches: apply_step applies their mean
+            for accumulator, grad in zip(self.accumulators, grads):
+                accumulator.assign_add(tf.cast(grad, tf.float32))
+        else:
             self._apply(grads)
-        for accumulator, grad in zip(self.accumulators, grads):
-            accumulator.assign_add(tf.cast(grad, tf.float32))
         hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
         return loss, hits
 

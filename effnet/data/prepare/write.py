@@ -26,6 +26,7 @@ from effnet.data.images import CorruptImageError, check_image
 from effnet.data.prepare.plan import ShardTask
 from effnet.data.records import check_example, encode_example
 from effnet.data.tfrecord import encode_record, iter_records
+from effnet.digests import file_sha256
 from effnet.errors import UserError
 
 RECEIPTS = ".receipts"
@@ -96,10 +97,7 @@ def write_shard(task: ShardTask) -> dict:
 
 def validate_shard(task: ShardTask) -> dict:
     """Check an existing shard record by record (CRCs, Example keys, image decodes); return its entry."""
-    digest, count, labels = hashlib.sha256(), 0, {}
-    with open(task.path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    count, labels = 0, {}
     for n, (offset, data) in enumerate(iter_records(task.path)):
         feature = check_example(data, f"{task.path} (record {n} at byte offset {offset})")
         label = feature["image/class/label"].int64_list.value[0]
@@ -108,7 +106,7 @@ def validate_shard(task: ShardTask) -> dict:
         count += 1
         _tick()
     return {"file": os.path.basename(task.path), "examples": count, "bytes": os.path.getsize(task.path),
-            "sha256": digest.hexdigest(), "converted": 0, "skipped": [], "labels": labels}
+            "sha256": file_sha256(task.path), "converted": 0, "skipped": [], "labels": labels}
 
 
 def _picklable(exc: BaseException) -> BaseException:
