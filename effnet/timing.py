@@ -1,6 +1,6 @@
 """How everything here is timed: wall seconds per call after a warm-up, summarised with true percentiles.
 
-Shared by the benchmark stage, the evaluate stage and the developer benchmarks (``effnet.bench``), so
+Shared by the benchmark stage, the evaluate stage and the comparisons with peers (``effnet.benchmark.peers``), so
 every figure in a report means the same thing. A timed call must return only when its result is on
 the host (e.g. end in ``.numpy()``), or the clock measures the dispatch, not the work.
 """

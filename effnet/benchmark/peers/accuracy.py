@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from effnet.benchmark.peers.options import add_timing
+
 
 def write_digits(root: Path, size: int, seed: int = 0) -> None:
     """The digits as ``root/{train,val}/<digit>/*.jpg`` (80/20 per class), upscaled to ``size`` px."""
@@ -63,7 +65,7 @@ def keras_baseline(records: Path, size: int, batch: int, epochs: int, crop_paddi
 def run(args: argparse.Namespace) -> int:
     from effnet.data.prepare import prepare
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="effnet-bench-accuracy-"))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="effnet-peers-accuracy-"))
     size, batch, epochs = args.image_size, args.batch_size, args.epochs
     if not (work / "rec" / "manifest.json").exists():
         write_digits(work / "images", size)
@@ -87,9 +89,7 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("accuracy", help="our recipe vs keras B0 + model.fit on real digits, from scratch",
                               description=__doc__)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=32)
+    add_timing(p, image_size=32, rounds=None)
     p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--workdir", help="keep the data here (default: a new temporary directory)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more overrides for our side")
     p.set_defaults(func=run)

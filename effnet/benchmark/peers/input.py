@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from effnet.benchmark.peers.options import add_timing
+
 
 def write_images(root: Path, count: int, seed: int = 0) -> None:
     """``count`` JPEGs of about 400x350 px and 80 KB in a folders layout with two classes."""
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from effnet.data import build_dataset
     from effnet.data.prepare import prepare
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="effnet-bench-input-"))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="effnet-peers-input-"))
     if not (work / "rec" / "manifest.json").exists():
         write_images(work / "images", args.images)
         prepare("folders", str(work / "images"), str(work / "rec"), train_shards=4, val_shards=1)
@@ -104,9 +106,6 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("input", help="CPU ms/image and img/s of the input pipeline options",
                               description=__doc__)
+    add_timing(p, rounds=3)
     p.add_argument("--images", type=int, default=512)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--workdir", help="reuse generated data here (default: a new temporary directory)")
     p.set_defaults(func=run)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from effnet.benchmark.peers.options import add_timing
+
 
 def _export(model, size: int, directory: Path):
     """An export directory (the layout of ``effnet.exports``) of ``model``, and the loaded SavedModel."""
@@ -100,9 +102,7 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="export vs keras predict latency/throughput; infer vs PIL decode",
                               description=__doc__)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=3)
+    add_timing(p, rounds=3, workdir=False)
     p.add_argument("--repeats", type=int, default=30, help="batch-1 calls per model per round")
     p.add_argument("--images", type=int, default=1000, help="JPEGs for the infer measurement")
     p.add_argument("--jpeg-size", type=int, default=256)
