@@ -148,10 +148,10 @@ def _python_with_env(**variables: str) -> int:
 @pytest.mark.slow(minutes=4)
 def test_a_hung_rank_ends_the_job_after_the_stall_timeout(records, tmp_path):
     """Rank 1 stopped (SIGSTOP) mid-run: rank 0 waits in the next allreduce, its watchdog sees no step for
-    train.stall_timeout seconds and exits 70, and horovodrun ends the job (srun --kill-on-bad-exit does under
-    SLURM). gloo waits as long as NCCL would (its own 30 s default would end it first, and would also fail a
-    rank waiting while rank 0 writes a large checkpoint). The timeout is far above any gap between two beats
-    under load (start-up phases, a step)."""
+    train.stall_timeout seconds and exits 70, and horovodrun ends the job (srun does a minute later under
+    SLURM). gloo waits longer (its own 30 s default would end it first, and would also fail a rank waiting
+    while rank 0 writes a large checkpoint). The timeout is far above any gap between two beats under load (a
+    step); the watching starts at the first step, as tracing it took over 180 s for 2 ranks in a loaded run."""
     out = tmp_path / "run"
     tag = {"EFFNET_TEST_RUN": str(out)}
     proc = subprocess.Popen([str(Path(sys.executable).with_name("horovodrun")), "--gloo", "-np", "2", "-H",

@@ -21,14 +21,16 @@ class SyncBatchNormalization(keras.layers.BatchNormalization):
         if mask is not None or not hvd.is_initialized() or hvd.size() == 1:
             return super()._moments(inputs, mask)
         axes = self._reduction_axes
-        count = ops.cast(ops.prod(ops.take(ops.shape(inputs), axes)), inputs.dtype)
-        local = ops.concatenate([ops.sum(inputs, axes)[None], ops.sum(ops.square(inputs), axes)[None],
-                                 ops.broadcast_to(count, (1, inputs.shape[-1]))], axis=0)
-        total = hvd.allreduce(tf.cast(local, tf.float32), op=hvd.Sum, name=None)
-        total = ops.cast(total, inputs.dtype)
+        # in float32 whatever the policy: a sum of squares of float16 activations overflows at 65504 (Keras
+        # 3.15 upcasts the inputs before calling this; earlier 3.x releases may not)
+        x = ops.cast(inputs, "float32")
+        count = ops.cast(ops.prod(ops.take(ops.shape(x), axes)), "float32")
+        local = ops.concatenate([ops.sum(x, axes)[None], ops.sum(ops.square(x), axes)[None],
+                                 ops.broadcast_to(count, (1, x.shape[-1]))], axis=0)
+        total = hvd.allreduce(tf.convert_to_tensor(local), op=hvd.Sum, name=None)
         mean = total[0] / total[2]
         variance = ops.maximum(total[1] / total[2] - ops.square(mean), 0.0)
-        return mean, variance
+        return ops.cast(mean, inputs.dtype), ops.cast(variance, inputs.dtype)
 
 
 def batch_norm_layer(kind: str, **kwargs) -> keras.layers.Layer:

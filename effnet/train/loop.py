@@ -249,7 +249,7 @@ def train(config: dict, data_dir: str, output: str | Path, checkpoint_dir: str |
     if world.chief:
         output.mkdir(parents=True, exist_ok=True)
         lock = hold(output)  # noqa: F841 (held until this function returns or the process ends)
-    watchdog = Watchdog(t["stall_timeout"], world.rank)  # start-up, each step and evaluation batch
+    watchdog = Watchdog(t["stall_timeout"], world.rank)  # from the first step: each step and evaluation batch
     precision = recipe.precision(t, on_gpu=world.device != "CPU")
     if t["deterministic"]:
         tf.config.experimental.enable_op_determinism()
@@ -261,7 +261,6 @@ def train(config: dict, data_dir: str, output: str | Path, checkpoint_dir: str |
     print(f"rank {world.rank}/{world.size} local_rank {world.local_rank}/{world.local_size} device {world.device} "
           f"precision {precision.policy} xla {precision.jit_compile} tf32 {precision.tf32}", flush=True)
     trainer = Trainer(config, data_dir, output, checkpoint_dir, world, precision)
-    watchdog.beat()
     log = DLLogger(output / runs.LOG if world.chief else None, stream=sys.stdout if world.chief else None,
                    verbosity=Verbosity.VERBOSE if world.chief else Verbosity.OFF)
     if world.chief:
@@ -272,7 +271,6 @@ def train(config: dict, data_dir: str, output: str | Path, checkpoint_dir: str |
     epoch, micro = (meta["epoch"], meta["micro_batch"]) if meta else (0, 0)
     if meta and world.chief:
         log.log("PARAMETER", {"resumed_from_step": meta["step"], "epoch": epoch, "micro_batch": micro})
-    watchdog.beat()
     try:
         status = _train(trainer, log, flag, epoch, micro, world, meta, watchdog)
     finally:

@@ -17,18 +17,22 @@ EXIT_STALLED = 70  # EX_SOFTWARE: no progress for stall_timeout seconds (a rank 
 
 
 class Watchdog:
-    """Exits the process when ``beat`` was not called for ``timeout`` seconds (None: never)."""
+    """Exits the process when ``beat`` was not called for ``timeout`` seconds (None: never), counted from the
+    first beat: start-up (imports, building, the first step's tracing and XLA compilation, which took over 3
+    minutes for 2 ranks on a 2-core machine under load) is not bounded here; with several ranks a rank that
+    hangs in it leaves the others in their first collective, which gloo bounds (stall_timeout + 60 s)."""
 
     def __init__(self, timeout: float | None, rank: int = 0) -> None:
         self.timeout, self.rank = timeout, rank
-        self._last = time.monotonic()
+        self._last: float | None = None
         self._done = threading.Event()
-        if timeout:
-            threading.Thread(target=self._watch, name="stall-watchdog", daemon=True).start()
 
     def beat(self) -> None:
-        """Record progress."""
+        """Record progress (the first beat starts the watching)."""
+        first = self._last is None
         self._last = time.monotonic()
+        if first and self.timeout:
+            threading.Thread(target=self._watch, name="stall-watchdog", daemon=True).start()
 
     def beating(self, items: Iterable) -> Iterator:
         """``items``, beating at each one (an evaluation's batches)."""
