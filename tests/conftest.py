@@ -27,6 +27,19 @@ def run_cli(*args: str, env: dict | None = None, check: bool = False, cwd: Path 
     return proc
 
 
+def python_with_env(**variables: str) -> int:
+    """The Python process (not the shell that started it) whose environment holds every one of ``variables``."""
+    wanted = {f"{k}={v}".encode() for k, v in variables.items()}
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc.name.isdigit() and "python" in os.readlink(proc / "exe")
+                    and wanted <= set((proc / "environ").read_bytes().split(b"\0"))):
+                return int(proc.name)
+        except OSError:  # gone, or not ours
+            continue
+    raise LookupError(variables)
+
+
 @pytest.fixture
 def cli():
     return run_cli

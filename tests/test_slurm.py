@@ -8,16 +8,18 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import HANG_GUARD, REPO
+from conftest import HANG_GUARD, REPO, python_with_env
 
 sys.path.insert(0, str(REPO / "tests"))
 from slurm.cluster import BATCH_STEP, Cluster, unavailable  # noqa: E402
@@ -312,18 +314,46 @@ def test_doctor_names_each_rule_whose_request_no_node_of_its_partition_holds(clu
 
 # Training long enough to be signalled in its first attempt on any machine: an 8 min limit with SIGUSR1 430 s
 # before it (SLURM sends it up to ~30 s early or late, so 20-80 s after the start). A signal during start-up
-# is kept (the handler is installed before TensorFlow), so the rank checkpoints after its first step, which
-# took 60-150 s for 2 ranks on the 2-core machine, longer while other tests share it (pytest-xdist): far inside
-# the limit, and the attempt ends as soon as the checkpoint is saved. 8 epochs of the demo's 15 steps of 2
-# ranks x 32 images take ~85 s unshared after a start-up of at least 25 s, longer than the signal's latest
-# arrival; no periodic checkpoint (the one resumed from is the signal's). The retry gets 20 min (signal at
-# 770 s), several times what it needs.
+# is kept (the handler is installed before TensorFlow), so the ranks checkpoint at their first vote (step 10,
+# log_every), which took 60-150 s for 2 ranks on the 2-core machine, longer while other tests share it
+# (pytest-xdist): far inside the limit, and the attempt ends as soon as the checkpoint is saved. 8 epochs of the
+# demo's 15 steps of 2 ranks x 32 images take ~85 s unshared after a start-up of at least 25 s, longer than the
+# signal's latest arrival; no periodic checkpoint (the one resumed from is the signal's). The retry gets 20 min
+# (signal at 770 s), several times what it needs; a rank of it is killed 20 steps after its resume, and the
+# third attempt (50 min) resumes from the same checkpoint.
 EPOCHS, STEPS_PER_EPOCH = 8, 15
 TRAIN_STEPS = EPOCHS * STEPS_PER_EPOCH
 
 
-@pytest.mark.slow(minutes=11)
-def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path):
+def _time(job: int, field: str, env: dict) -> float:
+    """A job's SubmitTime/StartTime/EndTime (scontrol) as a Unix time."""
+    shown = subprocess.run(["scontrol", "show", "job", str(job)], env=env, capture_output=True, text=True,
+                           check=True).stdout
+    return datetime.fromisoformat(re.search(rf"\b{field}=(\S+)", shown).group(1)).timestamp()
+
+
+def _kill_a_rank_of_the_retry(env: dict, before: int, run: Path, snakemake: subprocess.Popen) -> tuple[int, float]:
+    """SIGKILL rank 1 of the resubmitted train job once it has trained 20 steps past its resume; its job and
+    the time of the kill."""
+    log = run / "train/train.dllog.json"
+    deadline = time.monotonic() + HANG_GUARD
+    while time.monotonic() < deadline and snakemake.poll() is None:
+        trains = sorted(j for j, (rule, _, state) in squeue(env, before).items() if rule == "rule_train")
+        try:
+            records = read_records(log) if len(trains) == 2 and log.exists() else []
+        except ValueError:  # a record being written
+            records = []
+        resumed = [r["data"]["resumed_from_step"] for r in records if "resumed_from_step" in r.get("data", {})]
+        steps = [r["step"][1] for r in records if isinstance(r.get("step"), list) and len(r["step"]) == 2]
+        if resumed and steps and steps[-1] >= resumed[-1] + 20:
+            os.kill(python_with_env(SLURM_JOB_ID=str(trains[1]), SLURM_PROCID="1"), signal.SIGKILL)
+            return trains[1], time.time()
+        time.sleep(0.5)
+    raise AssertionError("the resubmitted train job never trained 20 steps past its resume")
+
+
+@pytest.mark.slow(minutes=14)
+def test_demo_dag_on_slurm_with_pyxis_a_time_limit_resume_and_a_killed_rank(cluster, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     run = tmp_path / "run"
@@ -346,10 +376,16 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
     before = max(squeue(env), default=0)
     env["PATH"] = f"{cluster.bin}:{env['PATH']}"
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", *command], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=HANG_GUARD)
+    with open(tmp_path / "snakemake.out", "w") as output:
+        proc = subprocess.Popen([sys.executable, "-m", *command], cwd=REPO, env=env, stdout=output,
+                                stderr=subprocess.STDOUT)
+        try:
+            killed_job, killed_at = _kill_a_rank_of_the_retry(env, before, run, proc)
+            proc.wait(timeout=HANG_GUARD)
+        finally:
+            proc.kill()
     took = time.monotonic() - start
-    out = proc.stdout + proc.stderr
+    out = (tmp_path / "snakemake.out").read_text()
     assert proc.returncode == 0, f"{out[-6000:]}\n{cluster.logs()}"
     print(f"demo DAG through SLURM: {took:.0f} s")
 
@@ -371,22 +407,31 @@ def test_demo_dag_on_slurm_with_pyxis_and_a_time_limit_resume(cluster, tmp_path)
 
     jobs = squeue(env, after=before)
     train_jobs = sorted(j for j, (c, _, _) in jobs.items() if c == "rule_train")
-    assert len(train_jobs) == 2, jobs  # one resubmission
-    assert [jobs[j][1] for j in train_jobs] == ["8:00", "20:00"]  # runtime x 2.5 on the retry
-    assert jobs[train_jobs[0]][2] in ("FAILED", "TIMEOUT") and jobs[train_jobs[1]][2] == "COMPLETED"
+    assert len(train_jobs) == 3 and train_jobs[1] == killed_job, jobs  # after the signal and after the kill
+    assert [jobs[j][1] for j in train_jobs] == ["8:00", "20:00", "50:00"]  # runtime x 2.5 per retry
+    assert jobs[train_jobs[0]][2] in ("FAILED", "TIMEOUT") and [jobs[j][2] for j in train_jobs[1:]] == [
+        "FAILED", "COMPLETED"]
+    # the dead rank's step ends within srun's wait, and Snakemake resubmits at its next status check
+    ended, resubmitted = _time(killed_job, "EndTime", env), _time(train_jobs[2], "SubmitTime", env)
+    assert ended - killed_at <= 120, (killed_at, ended)
+    print(f"a killed rank: its job ended {ended - killed_at:.0f} s later, resubmitted after "
+          f"{resubmitted - killed_at:.0f} s")
     for job in jobs:  # Snakemake alone resubmits: SLURM never requeues a job behind its back
         shown = subprocess.run(["scontrol", "show", "job", str(job)], env=env, capture_output=True, text=True,
                                check=True).stdout
         assert "Requeue=0" in shown, shown
-    # both attempts' logs are kept (Snakemake deletes the declared log as a job starts); train.log is the last
+    # every attempt's log is kept (Snakemake deletes the declared log as a job starts); train.log is the last
     logs = run / "logs"
     first = (logs / "train.log.1").read_text()
     assert "stopped_by_signal" in first and f'"container": {{"EFFNET_CONTAINER_IMAGE": "{PYXIS_IMAGE}"}}' in first
-    assert "resumed_from_step" in (logs / "train.log.2").read_text()
-    assert (logs / "train.log").samefile(logs / "train.log.2") and not (logs / "train.log.3").exists()
+    assert all("resumed_from_step" in (logs / f"train.log.{n}").read_text() for n in (2, 3))
+    assert (logs / "train.log").samefile(logs / "train.log.3") and not (logs / "train.log.4").exists()
     ledger = [json.loads(line) for line in (logs / "train.attempts.jsonl").read_text().splitlines()]
-    assert [(e["attempt"], e.get("status"), int(e["job"])) for e in ledger] == [
-        (1, None, train_jobs[0]), (1, 75, train_jobs[0]), (2, None, train_jobs[1]), (2, 0, train_jobs[1])]
+    assert [(e["attempt"], int(e["job"])) for e in ledger] == [(n, j) for n, j in enumerate(train_jobs, 1)
+                                                                for _ in range(2)]
+    assert [e.get("status") for e in ledger][::2] == [None] * 3  # each attempt's start
+    killed = ledger[3]["status"]  # a crash, retried (cluster.crash_retries), between two continuations
+    assert [e["status"] for e in ledger][1::2] == [75, killed, 0] and killed not in (0, 75, 2), ledger
 
     # Pyxis options: exactly on the srun that starts each stage, never on a batch script or Snakemake
     mounts = f"{data}:/data,{REPO}:{REPO},{run}:{run}"

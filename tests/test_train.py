@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import HANG_GUARD, REPO, run_cli
+from conftest import HANG_GUARD, REPO, python_with_env, run_cli
 from effnet import checkpoints
 from effnet.errors import UserError
 from effnet.train import lock, recipe
@@ -132,19 +132,6 @@ def test_two_float16_ranks_with_compressed_gradients_agree_and_the_loss_scale_is
         summary["final_train_loss"])
 
 
-def _python_with_env(**variables: str) -> int:
-    """The Python process (not the shell that started it) whose environment holds every one of ``variables``."""
-    wanted = {f"{k}={v}".encode() for k, v in variables.items()}
-    for proc in Path("/proc").iterdir():
-        try:
-            if (proc.name.isdigit() and "python" in os.readlink(proc / "exe")
-                    and wanted <= set((proc / "environ").read_bytes().split(b"\0"))):
-                return int(proc.name)
-        except OSError:  # gone, or not ours
-            continue
-    raise LookupError(variables)
-
-
 @pytest.mark.slow(minutes=4)
 def test_a_hung_rank_ends_the_job_after_the_stall_timeout(records, tmp_path):
     """Rank 1 stopped (SIGSTOP) mid-run: rank 0 waits in the next allreduce, its watchdog sees no step for
@@ -165,7 +152,7 @@ def test_a_hung_rank_ends_the_job_after_the_stall_timeout(records, tmp_path):
         while len(step_losses(out)) < 2 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
         assert len(step_losses(out)) >= 2, proc.communicate()[0][-3000:]
-        rank1 = _python_with_env(HOROVOD_RANK="1", **tag)
+        rank1 = python_with_env(HOROVOD_RANK="1", **tag)
         os.kill(rank1, signal.SIGSTOP)
         stopped = time.monotonic()
         output, _ = proc.communicate(timeout=HANG_GUARD)
