@@ -38,7 +38,7 @@ def test_doctor_passes_on_the_installed_stack(cli, installed_tf):
     assert "doctor: all required components present" in out
     lines = doctor_lines(out)
     assert lines["tensorflow"].split()[2] == installed_tf["version"]
-    assert installed_tf["keras"].startswith("3.") and f"(keras {installed_tf['keras']}," in lines["tensorflow"]
+    assert installed_tf["keras"].startswith("3.") and lines["tensorflow"].endswith(f", keras {installed_tf['keras']}")
     assert lines["horovod"].split()[2] == importlib.metadata.version("horovod")
     assert "gloo yes" in lines["horovod"]
     assert lines["dali"].split()[2] == importlib.metadata.version("nvidia-dali-cuda120")

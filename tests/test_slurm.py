@@ -259,7 +259,7 @@ def test_ranks_leaving_a_second_apart_report_their_status_and_a_dead_rank_ends_t
     env = cluster.env(snakemake_env())
     ledger = tmp_path / "attempts.jsonl"
 
-    def job(rank0: str, rank1: str, attempt: int) -> float:
+    def submit(rank0: str, rank1: str, attempt: int) -> float:
         ranks = f'if [ "$SLURM_PROCID" = 0 ]; then {rank0}; else {rank1}; fi'
         command = shlex.join([sys.executable, str(REPO / "workflow/scripts/launch.py"), "--rule", "train",
                               "--tasks-per-node", "2", "--attempt", str(attempt), "--ledger", str(ledger),
@@ -270,8 +270,8 @@ def test_ranks_leaving_a_second_apart_report_their_status_and_a_dead_rank_ends_t
                        capture_output=True, text=True, timeout=HANG_GUARD)
         return time.monotonic() - start
 
-    job("exit 75", "sleep 3; exit 75", attempt=1)
-    took = job("sleep 3600", "exit 1", attempt=2)
+    submit("exit 75", "sleep 3; exit 75", attempt=1)
+    took = submit("sleep 3600", "exit 1", attempt=2)
     statuses = [e["status"] for e in map(json.loads, ledger.read_text().splitlines()) if "status" in e]
     assert statuses[0] == 75, (tmp_path / "job1.out").read_text()
     assert statuses[1] not in (0, 75) and job.RANK_EXIT_WAIT <= took < job.RANK_EXIT_WAIT + 120, (
@@ -431,7 +431,7 @@ def test_demo_dag_on_slurm_with_pyxis_a_time_limit_resume_and_a_killed_rank(clus
                                                                 for _ in range(2)]
     assert [e.get("status") for e in ledger][::2] == [None] * 3  # each attempt's start
     killed = ledger[3]["status"]  # a crash, retried (cluster.crash_retries), between two continuations
-    assert [e["status"] for e in ledger][1::2] == [75, killed, 0] and killed not in (0, 75, 2), ledger
+    assert [e.get("status") for e in ledger][1::2] == [75, killed, 0] and killed not in (None, 0, 75, 2), ledger
 
     # Pyxis options: exactly on the srun that starts each stage, never on a batch script or Snakemake
     mounts = f"{data}:/data,{REPO}:{REPO},{run}:{run}"
@@ -461,7 +461,7 @@ def test_one_rank_signalled_in_its_job_checkpoints_exits_75_and_the_retry_resume
     run = tmp_path / "run"
     override = _write(tmp_path / "override.yaml", {
         "run_dir": str(run), "data": {"demo_images_per_class": 12},
-        "train": {"epochs": 15, "eval_every": None, "log_every": 1, "checkpoint_every": 100},  # 45 steps
+        "train": {"epochs": 8, "eval_every": None, "log_every": 1, "checkpoint_every": 100},  # 24 steps
         "cluster": {"gpus_per_node": 0, "jobs": {"train": {"runtime": 30, "cpus": 2, "mem_mb": 4000}}},
     })
     env = cluster.env(snakemake_env())

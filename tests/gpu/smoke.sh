@@ -16,9 +16,9 @@ if [ -z "${SMOKE_MODE:-}" ]; then
   SMOKE_MODE=$( (nvidia-smi -L 2>/dev/null | grep -q '^GPU ') && echo gpu || echo cpu)
 fi
 if [ "$SMOKE_MODE" = gpu ]; then
-  size=224 batch=${BATCH:-256} warmup=${WARMUP:-20} steps=${STEPS:-60} xla=true train_batch=32
+  size=224 batch=${BATCH:-256} warmup=${WARMUP:-20} steps=${STEPS:-60} xla=true train_batch=32 per_class=60
 else
-  size=32 batch=4 warmup=1 steps=2 xla=false train_batch=8
+  size=32 batch=4 warmup=1 steps=2 xla=false train_batch=8 per_class=6
 fi
 fail() { echo "FAIL: $*" >&2; exit 1; }
 skip() { echo "skipped (needs a GPU): $*"; }
@@ -29,7 +29,7 @@ python -m effnet doctor > "$work/doctor.txt" || { cat "$work/doctor.txt"; fail "
 grep "^ok  \|^warn" "$work/doctor.txt"
 
 echo "== data: demo images, shards"
-python -m effnet demo-data --output "$work/demo" --train-per-class 60 --val-per-class 10 > /dev/null
+python -m effnet demo-data --output "$work/demo" --train-per-class $per_class --val-per-class 2 > /dev/null
 python -m effnet prepare --source folders --input "$work/demo" --output "$work/rec" --train-shards 2 \
   --val-shards 1 > /dev/null
 
