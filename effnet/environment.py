@@ -52,7 +52,7 @@ def installed(dist: str) -> str | None:
 
 def tensorflow_wheel() -> str | None:
     """The TensorFlow that ``import tensorflow`` loads, with the wheel it came from: '2.18.1 (tensorflow-cpu)'."""
-    return ", ".join(f"{installed(d)} ({d})" for d in TENSORFLOW_WHEELS if installed(d)) or None
+    return ", ".join(f"{version} ({d})" for d in TENSORFLOW_WHEELS if (version := installed(d))) or None
 
 
 def versions() -> dict:

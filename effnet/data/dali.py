@@ -82,6 +82,7 @@ def build(plans: list[RankPlan], *, training: bool, batch_size: int, image_size:
     from nvidia.dali.plugin.tf.experimental import DALIDatasetWithInputs, Input
 
     plan = plans[0]
+    device_id = gpu.cuda_index if gpu else None  # DALI's (and CUDA's) number of the rank's GPU
     if training:
         examples = tfdata.train_examples(plans, batch_size=batch_size, seed=seed, first_epoch=first_epoch, rank=rank,
                                          skip=skip).map(lambda encoded, label, _: _packed(encoded, label))
@@ -91,7 +92,7 @@ def build(plans: list[RankPlan], *, training: bool, batch_size: int, image_size:
         examples = examples.concatenate(padding.repeat(plan.steps * batch_size - plan.examples))
     pipe = build_pipeline(training=training, batch_size=batch_size, image_size=image_size,
                           seed=derive_seed(seed, first_epoch, rank, 3), augment=augment,
-                          device_id=gpu.cuda_index if gpu else None,
+                          device_id=device_id,
                           num_threads=min(8, available_cpus()), crop_padding=crop_padding,
                           min_area=min_area)
     try:
@@ -101,6 +102,6 @@ def build(plans: list[RankPlan], *, training: bool, batch_size: int, image_size:
     with tf.device(gpu.tf_device if gpu else "/cpu:0"):
         ds = DALIDatasetWithInputs(
             pipeline=pipe, input_datasets={INPUT: Input(examples, batch=False)}, batch_size=batch_size,
-            device_id=gpu.cuda_index if gpu else None, output_shapes=((batch_size, image_size, image_size, 3), (batch_size,)),
+            device_id=device_id, output_shapes=((batch_size, image_size, image_size, 3), (batch_size,)),
             output_dtypes=(tf.float32, tf.int32))
     return ds.take(plan.steps * len(plans) - skip)
