@@ -9,7 +9,7 @@ import pytest
 from conftest import HANG_GUARD
 
 from effnet.models import available, build_model, native_size
-from effnet.models.efficientnet import round_filters, scaled_stages, VARIANTS
+from effnet.models.efficientnet import round_filters, scaled_stages, TEST_VARIANTS, VARIANTS
 
 PUBLISHED_MILLIONS = {"b0": 5.3, "b1": 7.8, "b2": 9.2, "b3": 12, "b4": 19, "b5": 30, "b6": 43, "b7": 66}
 # keras.applications.EfficientNetB0-B7 (Keras 3.15.1, 1000 classes, count_params): the architecture ours equals
@@ -24,9 +24,9 @@ def count_params(model):
                for w in layer.weights)
 
 
-def test_registry_lists_the_eight_variants_with_native_sizes():
-    assert available() == [f"efficientnet-b{i}" for i in range(8)]
-    assert [native_size(n) for n in available()] == [224, 240, 260, 300, 380, 456, 528, 600]
+def test_registry_lists_the_eight_variants_with_native_sizes_and_the_test_size():
+    assert available() == [f"efficientnet-b{i}" for i in range(8)] + ["efficientnet-test"]
+    assert [native_size(n) for n in available()] == [224, 240, 260, 300, 380, 456, 528, 600, 32]
     with pytest.raises(ValueError, match="unknown model 'efficientnet-b9'; available: efficientnet-b0"):
         build_model("efficientnet-b9")
 
@@ -59,6 +59,16 @@ def test_b0_native_size_and_block_table():
     bn = model.get_layer("stem_bn")
     assert (bn.momentum, bn.epsilon) == (0.99, 1e-3)
     assert model.get_layer("top_dropout").rate == 0.2
+
+
+def test_the_test_variant_keeps_every_kind_of_block():
+    """The suite's mechanism tests run efficientnet-test: it must hold what they would otherwise miss."""
+    blocks = scaled_stages(TEST_VARIANTS["efficientnet-test"])
+    assert len(blocks) == 8 and {(b.expand, b.kernel) for b in blocks} == {(1, 3), (6, 3), (6, 5)}
+    model = build_model("efficientnet-test", num_classes=10, drop_connect=0.2)
+    names = [layer.name for layer in model.layers]
+    assert "block07_add" in names and model.get_layer("block07_drop").rate == pytest.approx(0.2 * 6 / 8)
+    assert model.get_layer("block05_se_reduce").filters == 6 and model.input_shape == (None, 32, 32, 3)
 
 
 def test_round_filters():

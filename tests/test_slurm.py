@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import HANG_GUARD, REPO, python_with_env
+from conftest import HANG_GUARD, REPO, TEST_ARCH, python_with_env
 
 sys.path.insert(0, str(REPO / "tests"))
 from slurm.cluster import BATCH_STEP, Cluster, unavailable  # noqa: E402
@@ -315,13 +315,13 @@ def test_doctor_names_each_rule_whose_request_no_node_of_its_partition_holds(clu
 # Training long enough to be signalled in its first attempt on any machine: an 8 min limit with SIGUSR1 430 s
 # before it (SLURM sends it up to ~30 s early or late, so 20-80 s after the start). A signal during start-up
 # is kept (the handler is installed before TensorFlow), so the ranks checkpoint at their first vote (step 10,
-# log_every), which took 60-150 s for 2 ranks on the 2-core machine, longer while other tests share it
-# (pytest-xdist): far inside the limit, and the attempt ends as soon as the checkpoint is saved. 8 epochs of the
-# demo's 15 steps of 2 ranks x 32 images take ~85 s unshared after a start-up of at least 25 s, longer than the
-# signal's latest arrival; no periodic checkpoint (the one resumed from is the signal's). The retry gets 20 min
-# (signal at 770 s), several times what it needs; a rank of it is killed 20 steps after its resume, and the
-# third attempt (50 min) resumes from the same checkpoint.
-EPOCHS, STEPS_PER_EPOCH = 8, 15
+# log_every), which took 35 s for 2 ranks of the test-sized model on the idle 2-core machine, longer while
+# other tests share it (pytest-xdist): far inside the limit, and the attempt ends as soon as the checkpoint is
+# saved. 60 epochs of the demo's 15 steps of 2 ranks x 32 images take ~70 s idle (0.078 s a step) after that
+# start-up, so the run outlasts the signal's latest arrival; no periodic checkpoint (the one resumed from is
+# the signal's). The retry gets 20 min (signal at 770 s), several times what it needs; a rank of it is killed
+# 20 steps after its resume, and the third attempt (50 min) resumes from the same checkpoint.
+EPOCHS, STEPS_PER_EPOCH = 60, 15
 TRAIN_STEPS = EPOCHS * STEPS_PER_EPOCH
 
 
@@ -358,7 +358,7 @@ def test_demo_dag_on_slurm_with_pyxis_a_time_limit_resume_and_a_killed_rank(clus
     data.mkdir()
     run = tmp_path / "run"
     override = _write(tmp_path / "override.yaml", {
-        "run_dir": str(run),
+        "run_dir": str(run), "model": {"arch": TEST_ARCH},
         "train": {"epochs": EPOCHS, "eval_every": None, "log_every": 10, "checkpoint_every": 100},
         "benchmark": {"precisions": ["fp32"], "train_batch_sizes": [8], "warmup_steps": 1, "steps": 2,
                       "inference_max_batch": 2, "inference_warmup": 1, "inference_steps": 2},
@@ -460,7 +460,7 @@ def test_one_rank_signalled_in_its_job_checkpoints_exits_75_and_the_retry_resume
     exit 75, and the resubmitted job resume from that step."""
     run = tmp_path / "run"
     override = _write(tmp_path / "override.yaml", {
-        "run_dir": str(run), "data": {"demo_images_per_class": 12},
+        "run_dir": str(run), "data": {"demo_images_per_class": 12}, "model": {"arch": TEST_ARCH},
         "train": {"epochs": 8, "eval_every": None, "log_every": 1, "checkpoint_every": 100},  # 24 steps
         "cluster": {"gpus_per_node": 0, "jobs": {"train": {"runtime": 30, "cpus": 2, "mem_mb": 4000}}},
     })

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import HANG_GUARD, REPO, python_with_env, run_cli
+from conftest import HANG_GUARD, REPO, TEST_ARCH, python_with_env, run_cli
 from effnet import checkpoints
 from effnet.errors import UserError
 from effnet.train import lock, recipe
 from effnet.train.stop import EXIT_PREEMPTED
 
-# B0 at 32 px, batch 8: 60 training images are 7 steps per epoch.
-FAST = ["--set", "model.image_size=32", "--set", "train.batch_size=8", "--set", "train.lr_init=0.05",
+# The test-sized EfficientNet at 32 px, batch 8: 60 training images are 7 steps per epoch.
+FAST = ["--set", f"model.arch={TEST_ARCH}", "--set", "model.image_size=32", "--set", "train.batch_size=8", "--set", "train.lr_init=0.05",
         "--set", "train.lr_warmup_epochs=0", "--set", "train.log_every=1", "--set", "eval.batch_size=16"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -76,7 +76,7 @@ def test_two_gloo_ranks_end_with_identical_weights_and_the_loss_falls(records, t
     assert "rank 0/2 local_rank 0/2 device CPU precision float32" in proc.stdout
     assert "rank 1/2 local_rank 1/2 device CPU precision float32" in proc.stdout
     ranks = [np.load(out / f"rank{r}.npz") for r in range(2)]
-    assert len(ranks[0].files) > 300
+    assert len(ranks[0].files) > 150  # every variable of the model
     for name in ranks[0].files:
         np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=name)
     summary = json.loads((out / "train_summary.json").read_text())
@@ -229,7 +229,7 @@ def test_sigkill_at_a_random_step_resumes_from_the_last_checkpoint_of_this_model
     other = subprocess.run(train_args(records, out, "--set", "model.arch=efficientnet-b1"), cwd=REPO, env=ENV,
                            capture_output=True, text=True, timeout=HANG_GUARD)
     assert other.returncode == 2
-    assert ("a checkpoint of another model (arch 'efficientnet-b0' in the checkpoint, 'efficientnet-b1' in this run)"
+    assert ("a checkpoint of another model (arch 'efficientnet-test' in the checkpoint, 'efficientnet-b1' in this run)"
             in other.stderr)
     # other records (the same images shuffled into other shards) under the same keys: the finished run's
     # checkpoints are set aside and it trains afresh, not the last checkpoint published again (a changed

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from conftest import HANG_GUARD, REPO
+from conftest import HANG_GUARD, REPO, TEST_ARCH
 
 from effnet.dllog import read_records
 from effnet.report import plots
@@ -55,9 +55,10 @@ def test_a_preset_means_what_it_says_and_an_override_file_changes_one_nested_key
 def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
     # A run_dir that every rule must quote: a space splits an unquoted argument, and the rest would run a command.
     run = tmp_path / "run dir;touch injected;#"
-    # over the demo config: two training steps in the GPU recipe's float16 (loss scaling; slow on CPU, and tiny)
+    # over the demo config: two training steps of the test-sized model in the GPU recipe's float16 (loss scaling)
     short = tmp_path / "short.yaml"
     short.write_text(yaml.safe_dump({"run_dir": str(run), "data": {"demo_images_per_class": 20},  # 200 + 50 images
+                                     "model": {"arch": TEST_ARCH},
                                      "train": {"epochs": 1, "steps_per_epoch": 2, "amp": "float16"}})
                      + TINY_BENCHMARK)
     configs = ("--configfile", "config/config.yaml", str(short))

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
+
 from effnet import jsonfile
+from effnet.data import example_proto
 from effnet.data.images import check_image
 from effnet.errors import UserError
 
@@ -31,12 +34,10 @@ def load_manifest(data_dir: str | Path) -> dict:
 def encode_example(jpeg: bytes, height: int, width: int, label: int, class_id: str, class_name: str,
                    filename: str) -> bytes:
     """A serialized tf.train.Example for one RGB JPEG of class index ``label`` (stored + LABEL_OFFSET)."""
-    from tensorflow.core.example import example_pb2, feature_pb2
+    def b(v): return example_proto.Feature(bytes_list=example_proto.BytesList(value=[v]))
+    def i(v): return example_proto.Feature(int64_list=example_proto.Int64List(value=[v]))
 
-    def b(v): return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[v]))
-    def i(v): return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[v]))
-
-    return example_pb2.Example(features=feature_pb2.Features(feature={
+    return example_proto.Example(features=example_proto.Features(feature={
         "image/encoded": b(jpeg), "image/format": b(b"JPEG"), "image/colorspace": b(b"RGB"),
         "image/channels": i(3), "image/height": i(height), "image/width": i(width),
         "image/class/label": i(label + LABEL_OFFSET), "image/class/text": b(class_name.encode()),
@@ -46,11 +47,8 @@ def encode_example(jpeg: bytes, height: int, width: int, label: int, class_id: s
 
 def check_example(data: bytes, where: str):
     """Parse a record as an Example with a label and a decodable image; UserError naming ``where`` otherwise."""
-    from google.protobuf.message import DecodeError
-    from tensorflow.core.example import example_pb2
-
     try:
-        feature = example_pb2.Example.FromString(data).features.feature
+        feature = example_proto.Example.FromString(data).features.feature
     except DecodeError as exc:
         raise UserError(f"{where}: not a tf.train.Example: {exc}") from None
     for key in ("image/encoded", "image/class/label"):

@@ -76,6 +76,11 @@ VARIANTS = {
     "efficientnet-b6": Variant(1.8, 2.6, 528, 0.5),
     "efficientnet-b7": Variant(2.0, 3.1, 600, 0.5),
 }
+# Not a paper variant: the family at its smallest, for tests and smoke runs (as timm registers
+# test_efficientnet): a quarter of B0's filters, 8 blocks instead of 16 (9% of its parameters). Every kind of
+# block is still there (expand 1 and 6, kernels 3 and 5, squeeze-excite, strides, a drop-connect shortcut), and
+# a run starts in half B0's time (the graph's size, not the arithmetic, dominates a short CPU run).
+TEST_VARIANTS = {"efficientnet-test": Variant(0.25, 0.3, 32, 0.2)}
 
 
 def round_filters(filters: int, width: float, divisor: int = 8) -> int:
@@ -213,5 +218,5 @@ def efficientnet(variant: Variant, *, name: str, num_classes: int = 1000, image_
     return keras.Model(inputs, x, name=name)
 
 
-for _name, _variant in VARIANTS.items():
+for _name, _variant in {**VARIANTS, **TEST_VARIANTS}.items():
     register(_name, partial(efficientnet, _variant, name=_name), native_size=_variant.resolution)

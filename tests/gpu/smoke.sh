@@ -5,8 +5,8 @@
 # loudly (the script exits non-zero naming it).
 # Reference: 2549-3454 img/s for B0 AMP on one A100 80GB (DeepLearningExamples tables).
 # Usage: EFFNET_TF=tensorflow ./setup.sh env && tests/gpu/smoke.sh
-# SMOKE_MODE=cpu (the default without a GPU; the test suite runs it so) runs every check at tiny sizes and
-# names each one it skips because it needs a GPU.
+# SMOKE_MODE=cpu (the default without a GPU; the test suite runs it so) runs every check at tiny sizes (the
+# test-sized EfficientNet at 32 px) and names each one it skips because it needs a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH" TF_CPP_MIN_LOG_LEVEL=2
@@ -16,9 +16,10 @@ if [ -z "${SMOKE_MODE:-}" ]; then
   SMOKE_MODE=$( (nvidia-smi -L 2>/dev/null | grep -q '^GPU ') && echo gpu || echo cpu)
 fi
 if [ "$SMOKE_MODE" = gpu ]; then
-  size=224 batch=${BATCH:-256} warmup=${WARMUP:-20} steps=${STEPS:-60} xla=true train_batch=32 per_class=60
+  arch=efficientnet-b0 size=224 batch=${BATCH:-256} warmup=${WARMUP:-20} steps=${STEPS:-60} xla=true
+  train_batch=32 per_class=60
 else
-  size=32 batch=4 warmup=1 steps=2 xla=false train_batch=8 per_class=6
+  arch=efficientnet-test size=32 batch=4 warmup=1 steps=2 xla=false train_batch=8 per_class=6
 fi
 fail() { echo "FAIL: $*" >&2; exit 1; }
 skip() { echo "skipped (needs a GPU): $*"; }
@@ -56,23 +57,24 @@ else
   skip "DALI decoding and augmentation on the GPU (the suite runs the same pipeline in DALI's CPU mode)"
 fi
 
-echo "== B0 ${size} px training step, AMP (float16), XLA ${xla}, 1 rank (warm-up excluded)"
+echo "== $arch ${size} px training step, AMP (float16), XLA ${xla}, 1 rank (warm-up excluded)"
 [ "$SMOKE_MODE" = gpu ] || skip "XLA on a GPU, TF32, the img/s figure (float16 runs on the CPU, slowly)"
-python -m effnet benchmark train --data "$work/rec" --output "$work/bench" --set model.image_size=$size \
+python -m effnet benchmark train --data "$work/rec" --output "$work/bench" --set model.arch=$arch \
+  --set model.image_size=$size \
   --set "benchmark.precisions=[amp]" --set "benchmark.train_batch_sizes=[$batch]" --set "benchmark.ranks=[1]" \
   --set benchmark.warmup_steps=$warmup --set benchmark.steps=$steps --set train.xla=$xla --set train.amp=float16 \
   > "$work/train_step.txt" || { tail -20 "$work/train_step.txt"; fail "benchmark train"; }
-python - "$work/bench/train.json" <<'PY'
+python - "$work/bench/train.json" $arch <<'PY'
 import json, sys
 rows = json.load(open(sys.argv[1]))["rows"]
 assert len(rows) == 1 and rows[0]["policy"] == "mixed_float16" and rows[0]["img_per_sec"] > 0, rows
-print(f"B0 step: {rows[0]['img_per_sec']:.1f} img/s on {rows[0]['device']} ({rows[0]['policy']}, XLA {rows[0]['xla']})")
+print(f"{sys.argv[2]} step: {rows[0]['img_per_sec']:.1f} img/s on {rows[0]['device']} ({rows[0]['policy']}, XLA {rows[0]['xla']})")
 PY
 
 echo "== resume after SIGTERM"
 run="$work/run"
 rm -rf "$run"
-command=(python -m effnet train --data "$work/rec" --output "$run" --set model.image_size=$size
+command=(python -m effnet train --data "$work/rec" --output "$run" --set model.arch=$arch --set model.image_size=$size
          --set train.batch_size=$train_batch --set train.epochs=2 --set train.steps_per_epoch=2
          --set train.log_every=1)
 "${command[@]}" > "$work/resume1.txt" 2>&1 &

@@ -19,13 +19,13 @@ def _timed(fn) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.bench.input import write_images
+    from effnet.benchmark.peers.input import write_images
     from effnet.data.index import build_indexes
     from effnet.data.prepare import prepare
     from effnet.data.prepare.write import WORKER_MEMORY
     from effnet.resources import default_workers
 
-    workers = args.workers or default_workers(WORKER_MEMORY)
+    workers = args.workers or default_workers(WORKER_MEMORY["files"])
     work = Path(tempfile.mkdtemp(prefix="effnet-bench-data-"))
     write_images(work / "images", args.images)
     files = sorted(str(p) for p in (work / "images").rglob("*.jpg"))

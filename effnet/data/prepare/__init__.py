@@ -41,7 +41,7 @@ def prepare(source: str, input_dir: str, output_dir: str, *, val_labels: str | N
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     remove_temporaries(out)  # left by a run that was killed
-    workers = workers or default_workers(WORKER_MEMORY)
+    workers = workers or default_workers(WORKER_MEMORY["tfds" if source == "tfds" else "files"])
     shards = {"train": train_shards, "validation": val_shards}
     options = {"seed": seed, "train_shards": train_shards, "val_shards": val_shards, "skip_corrupt": skip_corrupt,
                "val_labels": val_labels, "synsets": synsets, "tfds_name": tfds_name}

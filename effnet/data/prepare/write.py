@@ -30,9 +30,10 @@ from effnet.digests import file_sha256
 from effnet.errors import UserError
 
 RECEIPTS = ".receipts"
-# Peak resident memory of one worker, TensorFlow imported for the Example proto: measured 0.49 GiB (VmHWM,
-# tensorflow-cpu 2.18, one image in flight); the default worker count budgets twice that per worker.
-WORKER_MEMORY = 1 << 30
+# Peak resident memory of one worker (VmHWM, one image in flight): 45 MiB writing image files (protobuf and
+# PIL, effnet.data.example_proto), 0.49 GiB reading through tfds (which imports TensorFlow). The default worker
+# count budgets 256 MiB and 1 GiB per worker: room for a large JPEG (36 MB decoded at 4000 x 3000).
+WORKER_MEMORY = {"files": 1 << 28, "tfds": 1 << 30}
 POLL_SECONDS = 0.2
 ATTEMPTS = 2
 
