@@ -1,5 +1,6 @@
 """prepare: real images in, TFRecord shards out, every image once with its label."""
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -17,6 +18,8 @@ import tensorflow as tf
 from conftest import HANG_GUARD, REPO
 from datasets import jpeg_bytes, make_folders, manifest, read_shard, read_split
 from effnet.data.demo import write_demo
+from effnet.data.prepare.plan import plan_files
+from effnet.data.prepare.sources import list_folders
 
 
 def prepare(cli, src, out, *extra, source="folders", check=True):
@@ -213,29 +216,68 @@ def test_corrupt_image_fails_naming_it_or_is_skipped(cli, tmp_path):
     assert "truncated.jpg" not in [e["filename"] for e in read_split(tmp_path / "out", "train")]
 
 
+# A worker that reaches a held image (a FIFO in its place) waits in open() or read() until the test writes it:
+# the test stops prepare at a known image however fast or loaded the machine is.
+def held_image(src: Path, shard: int, train_shards: int) -> tuple[Path, bytes]:
+    """Replace the first image of train shard ``shard`` with a FIFO; return its path and the image's bytes."""
+    tasks = plan_files(list_folders(src), src, {"train": train_shards, "validation": 1}, 0, False)
+    path = Path(tasks[shard].items[0][0])
+    image = path.read_bytes()
+    path.unlink()
+    os.mkfifo(path)
+    return path, image
+
+
+def writer_when_read(fifo: Path, proc: subprocess.Popen) -> int:
+    """Once a worker opens ``fifo`` (it then waits for data), the write end."""
+    deadline = time.time() + HANG_GUARD
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+        time.sleep(0.05)
+    raise AssertionError(f"prepare ended (status {proc.poll()}) before a worker reached {fifo}")
+
+
+def reading_worker(out: Path, fifo: Path, proc: subprocess.Popen, known: set[int]) -> tuple[int, str]:
+    """The worker, not among ``known``, that has ``fifo`` open (its temporary shard names its pid); its shard."""
+    deadline = time.time() + HANG_GUARD
+    while proc.poll() is None and time.time() < deadline:
+        for tmp in out.glob(".*.tmp-*"):
+            pid = int(tmp.name.rsplit("-", 1)[1])
+            try:
+                if pid not in known and any(os.readlink(fd) == str(fifo) for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                    return pid, tmp.name[1:].split(".tmp-")[0]
+            except OSError:  # gone, or an fd closed meanwhile
+                continue
+        time.sleep(0.05)
+    raise AssertionError(f"prepare ended (status {proc.poll()}) before a worker read {fifo}")
+
+
 def test_killed_prepare_resumes_only_missing_shards(tmp_path):
     src = write_demo(tmp_path / "demo", train_per_class=30)
     args = [sys.executable, "-m", "effnet", "prepare", "--source", "folders", "--input", str(src),
             "--train-shards", "30", "--val-shards", "2", "--workers", "1"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     out = tmp_path / "out"
+    fifo, image = held_image(src, shard=4, train_shards=30)  # one worker: shards 0-3 are written before it
     proc = subprocess.Popen(args + ["--output", str(out)], cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    receipts = out / ".receipts"
-    deadline = time.time() + HANG_GUARD
-    while (time.time() < deadline and proc.poll() is None
-           and len(list(receipts.glob("*.json")) if receipts.exists() else []) < 3):
-        time.sleep(0.05)
+    os.close(writer_when_read(fifo, proc))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = sorted(p.name[:-5] for p in receipts.glob("*.json"))
-    assert 3 <= len(done) < 32, "kill the run part-way"
+    fifo.unlink()
+    fifo.write_bytes(image)
+    done = sorted(p.name[:-5] for p in (out / ".receipts").glob("*.json"))
+    assert done == [f"train-{i:05d}-of-00030" for i in range(4)]
     assert not (out / "manifest.json").exists()
     before = {name: (out / name).stat().st_mtime_ns for name in done}
 
     rerun = subprocess.run(args + ["--output", str(out)], cwd=REPO, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"prepare: {len(done)} of 32 shards already complete, {32 - len(done)} to write" in rerun.stdout
+    assert "prepare: 4 of 32 shards already complete, 28 to write" in rerun.stdout
     assert {name: (out / name).stat().st_mtime_ns for name in done} == before  # not rewritten
     clean = subprocess.run(args + ["--output", str(tmp_path / "clean")], cwd=REPO, env=env, capture_output=True)
     assert clean.returncode == 0
@@ -311,37 +353,27 @@ def test_tfds_source_reads_local_data_only_and_shuffles_a_class_sorted_split(cli
     assert not (tmp_path / "tfds" / "mnist").exists()  # nothing downloaded or built
 
 
-def kill_busy_workers(out: Path, proc: subprocess.Popen, times: int) -> list[str]:
-    """SIGKILL the worker writing a shard (its temporary file names its pid) ``times`` times; the shards hit."""
-    killed, pids = [], set()
-    deadline = time.time() + HANG_GUARD
-    while len(killed) < times and proc.poll() is None and time.time() < deadline:
-        for tmp in out.glob(".*.tmp-*") if out.exists() else []:
-            pid = int(tmp.name.rsplit("-", 1)[1])
-            if pid in pids:  # killed already; its file is not removed yet
-                continue
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
-            pids.add(pid)
-            killed.append(tmp.name[1:].split(".tmp-")[0])
-            break
-        time.sleep(0.05)
-    return killed
-
-
 @pytest.mark.parametrize("kills", [1, 2])
 def test_a_dead_worker_is_retried_once_then_named(tmp_path, kills):
     src = write_demo(tmp_path / "demo", train_per_class=6)
     out = tmp_path / "out"
+    fifo, image = held_image(src, shard=1, train_shards=4)
     proc = subprocess.Popen([sys.executable, "-m", "effnet", "prepare", "--source", "folders", "--input", str(src),
                              "--output", str(out), "--train-shards", "4", "--val-shards", "1", "--workers", "1"],
                             cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    killed = kill_busy_workers(out, proc, kills)
+    writer, killed, pids = writer_when_read(fifo, proc), [], set()
+    for _ in range(kills):  # SIGKILL the worker waiting for the held image, then the one retrying its shard
+        pid, shard = reading_worker(out, fifo, proc, pids)
+        os.kill(pid, signal.SIGKILL)
+        pids.add(pid)
+        killed.append(shard)
+    if kills == 1:  # the retry gets the image
+        reading_worker(out, fifo, proc, pids)
+        os.write(writer, image)
+    os.close(writer)
     stdout, stderr = proc.communicate(timeout=HANG_GUARD)
-    assert len(killed) == kills and len(set(killed)) == 1, killed  # the retry runs the same shard first
+    assert killed == ["train-00001-of-00004"] * kills  # the retry runs the same shard first
     shard = out / killed[0]
     assert f"prepare: the worker writing {shard} was killed by SIGKILL (out of memory?); retrying the shard" in stdout
     if kills == 1:
