@@ -132,6 +132,31 @@ def test_two_float16_ranks_with_compressed_gradients_agree_and_the_loss_scale_is
         summary["final_train_loss"])
 
 
+@pytest.mark.slow(minutes=2)
+def test_xla_auto_clustering_compiles_the_step_of_two_ranks_and_they_agree(records, tmp_path):
+    """train.xla=true, the GPU recipe's setting: XLA auto-clustering of the step, Horovod's allreduces (gradients,
+    sync batch norm's sums) left outside the clusters. On a CPU TensorFlow clusters only with
+    --tf_xla_cpu_global_jit, set here so the step compiles."""
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    out = tmp_path / "run"
+    sets = [a for a in FAST if a != "--set"] + ["train.xla=true", "train.epochs=1", "train.steps_per_epoch=3",
+                                                 "train.batch_size=4", "train.eval_every=null", "model.batch_norm=sync"]
+    env = {**ENV, "TF_XLA_FLAGS": "--tf_xla_cpu_global_jit", "TF_CPP_MIN_LOG_LEVEL": "0"}
+    proc = subprocess.run([str(Path(sys.executable).with_name("horovodrun")), "--gloo", "-np", "2", "-H",
+                           "localhost:2", sys.executable, str(script), str(records), str(out), *sets],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_GUARD)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "rank 1/2 local_rank 1/2 device CPU precision float32 xla True" in proc.stdout
+    assert "Compiled cluster using XLA" in output, output[-3000:]
+    ranks = [np.load(out / f"rank{r}.npz") for r in range(2)]
+    for name in ranks[0].files:
+        np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=name)
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 3 and np.isfinite(summary["final_train_loss"])
+
+
 @pytest.mark.slow(minutes=4)
 def test_a_hung_rank_ends_the_job_after_the_stall_timeout(records, tmp_path):
     """Rank 1 stopped (SIGSTOP) mid-run: rank 0 waits in the next allreduce, its watchdog sees no step for
