@@ -1,27 +1,23 @@
-# Production image: NVIDIA's NGC TensorFlow container plus only what it lacks. Used through Pyxis
-# (`srun --container-image=...`) by the SLURM profile.
-#
-# 25.02 is the last NGC TensorFlow release ("After the 25.02 release, NVIDIA Optimized TensorFlow
-# containers will no longer be released": TensorFlow release notes, rel-25-02). As reported for it
-# (second-hand; NVIDIA's release-notes page was not reachable from here): TensorFlow 2.17.0, Python 3.12,
-# Ubuntu 24.04, CUDA 12.8, NCCL 2.25, OpenMPI 4.1, Horovod 0.28.1 and DALI 1.46 preinstalled. Our code
-# needs Keras 3 (`import keras`, Keras 3 variables' `.value` for Horovod): TF 2.16+ defaults to it, and
-# TF_USE_LEGACY_KERAS=0 keeps it so; `doctor` fails on a Keras 2 tf.keras and the build's last step runs
-# one real Horovod training step, so an image where this does not hold is never produced.
-FROM nvcr.io/nvidia/tensorflow:25.02-tf2-py3
+# Production image: the stack CI tests, from the one lock (requirements/constraints.txt) and the same setup.sh:
+# TensorFlow 2.18.1 (the GPU wheel, with the CUDA 12.5 / cuDNN 9 libraries it was built and tested against),
+# Keras 3.15.1, DALI 2.4.0 with its TF plugin compiled against that TF, and Horovod 0.28.1 built here for GPUs:
+# NCCL allreduce and both controllers, gloo (cluster.mpi: none) and OpenMPI (srun --mpi=pmix or pmi2).
+# Not NGC's TensorFlow image: its last release (25.02) ships TF 2.17.0 and DALI 1.46, versions CI does not test,
+# and testing them as well needs a second environment and Horovod build that would take CI past 30 minutes
+# (README, "The production image"). Used through Pyxis (`srun --container-image=...`) by the SLURM profile.
+FROM nvidia/cuda:12.5.1-devel-ubuntu22.04
 
-ENV TF_USE_LEGACY_KERAS=0
+ENV DEBIAN_FRONTEND=noninteractive TF_USE_LEGACY_KERAS=0
+# Python as CI runs it (3.11); g++ and the CUDA devel image's nvcc and NCCL headers build Horovod; OpenMPI is
+# its MPI controller.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3.11 python3.11-dev python3.11-venv g++ make git \
+      openmpi-bin libopenmpi-dev \
+ && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /workspace/effnet
-
-# Keep the container's own TF, Keras, protobuf, numpy, Horovod and DALI: install the rest around them.
-COPY pyproject.toml README.md ./
-COPY effnet effnet
-RUN pip freeze | grep -iE '^(tensorflow|keras|protobuf|numpy|horovod|nvidia-dali)' > /tmp/keep.txt \
- && pip install --no-cache-dir -c /tmp/keep.txt \
-      "snakemake>=9,<10" "snakemake-executor-plugin-slurm==2.6.1" tensorflow-datasets importlib_resources \
-      jsonschema pyyaml tqdm pillow google-crc32c pygments matplotlib tf2onnx onnxruntime tabulate markdown \
- && pip install --no-cache-dir --no-deps -e .
-
 COPY . .
+RUN PYTHON=python3.11 EFFNET_TF=tensorflow EFFNET_HOROVOD=gpu ./setup.sh env
+ENV PATH=/workspace/effnet/.venv/bin:$PATH
 # The stack as installed, and one real training step (B0, Horovod's tape, the optimizer) on CPU.
 RUN python -m effnet doctor --train-step

@@ -6,6 +6,8 @@
 #   ./setup.sh system [ACTION]   only check (or, as root, install) the system packages ACTION needs
 # Idempotent: each step is skipped when what it depends on is unchanged (a warm run takes seconds).
 # EFFNET_TF=tensorflow installs the GPU TensorFlow wheel instead of tensorflow-cpu (GPU hosts).
+# EFFNET_HOROVOD=gpu builds Horovod with NCCL allreduce and the MPI controller besides gloo (needs CUDA's nvcc and
+# NCCL headers and an MPI: the Dockerfile's CUDA devel image with OpenMPI).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -14,8 +16,15 @@ VENV=.venv
 TF_WHEEL=${EFFNET_TF:-tensorflow-cpu}
 CONSTRAINTS=requirements/constraints.txt
 SLURM_PACKAGES=(munge slurmctld slurmd slurm-client libslurm-dev)  # the tests' own SLURM, on localhost
-HOROVOD_BUILD=(HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1
-               HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 MAKEFLAGS=-j2)
+HOROVOD=${EFFNET_HOROVOD:-cpu}
+HOROVOD_BUILD=(HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
+               MAKEFLAGS=-j2)
+case "$HOROVOD" in
+  cpu) HOROVOD_BUILD+=(HOROVOD_WITHOUT_MPI=1); HOROVOD_LOADS='h.gloo_built()' ;;
+  gpu) HOROVOD_BUILD+=(HOROVOD_WITH_MPI=1 HOROVOD_GPU_OPERATIONS=NCCL)
+       HOROVOD_LOADS='h.gloo_built() and h.mpi_built() and h.nccl_built()' ;;
+  *) echo "setup.sh: EFFNET_HOROVOD=$HOROVOD: use cpu or gpu" >&2; exit 2 ;;
+esac
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'setup.sh: %s\n' "$1" >&2; shift; [ $# -eq 0 ] || printf '  %s\n' "$@" >&2; exit 1; }
@@ -100,10 +109,10 @@ install_python_packages() {
 
 # Horovod and the DALI TF plugin compile against the installed TF: (re)build when they do not load.
 build_horovod() {
-  if vpython -c 'import horovod.tensorflow as h; assert h.gloo_built()' 2>/dev/null; then
+  if vpython -c "import horovod.tensorflow as h; assert $HOROVOD_LOADS" 2>/dev/null; then
     say "horovod loads against this TensorFlow"; return
   fi
-  say "building horovod from source with gloo (2-5 min)"
+  say "building horovod from source ($HOROVOD: ${HOROVOD_BUILD[*]}; 2-5 min)"
   env "${HOROVOD_BUILD[@]}" "$VENV/bin/python" -m pip --disable-pip-version-check install -q \
     --no-cache-dir --no-build-isolation --force-reinstall --no-deps -c "$CONSTRAINTS" horovod 2>&1 \
     | { grep -v '^WARNING: Location' || true; }
@@ -121,7 +130,7 @@ install_dali_plugin() {
 
 setup_python() {
   local stamp="$VENV/.setup-stamp" want
-  want=$(cat setup.sh pyproject.toml "$CONSTRAINTS" | sha256sum | cut -d' ' -f1)-$TF_WHEEL
+  want=$(cat setup.sh pyproject.toml "$CONSTRAINTS" | sha256sum | cut -d' ' -f1)-$TF_WHEEL-$HOROVOD
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
       && vpython -c 'import horovod.tensorflow, nvidia.dali.plugin.tf' 2>/dev/null; then
     say "python environment up to date ($VENV)"

@@ -18,7 +18,7 @@ from typing import Callable
 
 from effnet.environment import installed, tensorflow_wheel
 
-SETUP_HINT = "run ./setup.sh env (or use the NGC TensorFlow container, see Dockerfile)"
+SETUP_HINT = "run ./setup.sh env (or use the production image, see Dockerfile)"
 SLURM_COMMANDS = ("sbatch", "srun", "squeue", "sinfo", "scancel")
 
 
@@ -185,7 +185,7 @@ def check_mpi(kind: str) -> Check:
     if kind not in types:
         found = ", ".join(types) or "nothing (" + (listed.strip().splitlines() or ["srun did not run"])[0] + ")"
         return Check("srun-mpi", False, f"{kind} not among srun --mpi=list: {found}",
-                     "set cluster.mpi to one of those (pmi2 works with the NGC image's Horovod too), "
+                     "set cluster.mpi to one of those (pmi2 works with the image's MPI-built Horovod too), "
                      "or none for a gloo-only Horovod")
     return Check("srun-mpi", True, f"{kind} (available: {', '.join(types)})")
 
@@ -216,7 +216,7 @@ def check_image_reference(image: str | None) -> Check:
                      "" if ok else "enroot import the image to that path first (README, Docker)")
     if not IMAGE_REFERENCE.match(image) or ":" not in image.rsplit("/", 1)[-1]:
         return Check("container-image", False, f"{image!r} is not registry/name:tag",
-                     "use e.g. nvcr.io/nvidia/tensorflow:25.02-tf2-py3 (a pinned tag, not latest)")
+                     "use e.g. registry.example.com/team/effnet:1.0 (a pinned tag, not latest)")
     return Check("container-image", True, image)
 
 
