@@ -1,7 +1,8 @@
 # Production image: the stack CI tests, from the one lock (requirements/constraints.txt) and the same setup.sh:
 # TensorFlow 2.18.1 (the GPU wheel, with the CUDA 12.5 / cuDNN 9 libraries it was built and tested against),
 # Keras 3.15.1, DALI 2.4.0 with its TF plugin compiled against that TF, and Horovod 0.28.1 built here for GPUs:
-# NCCL allreduce and both controllers, gloo (cluster.mpi: none) and OpenMPI (srun --mpi=pmix or pmi2).
+# NCCL allreduce and both controllers, gloo (cluster.mpi: none) and OpenMPI (srun --mpi=pmix; its PMIx-built
+# OpenMPI has no PMI2: Debian's 4.1.4 fails under --mpi=pmi2 and runs under --mpi=pmix, measured).
 # Not NGC's TensorFlow image: its last release (25.02) ships TF 2.17.0 and DALI 1.46, versions CI does not test,
 # and testing them as well needs a second environment and Horovod build that would take CI past 30 minutes
 # (README, "The production image"). Used through Pyxis (`srun --container-image=...`) by the SLURM profile.

@@ -185,7 +185,7 @@ def check_mpi(kind: str) -> Check:
     if kind not in types:
         found = ", ".join(types) or "nothing (" + (listed.strip().splitlines() or ["srun did not run"])[0] + ")"
         return Check("srun-mpi", False, f"{kind} not among srun --mpi=list: {found}",
-                     "set cluster.mpi to one of those (pmi2 works with the image's MPI-built Horovod too), "
+                     "set cluster.mpi to one of those (the image's OpenMPI needs pmix), "
                      "or none for a gloo-only Horovod")
     return Check("srun-mpi", True, f"{kind} (available: {', '.join(types)})")
 

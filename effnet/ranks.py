@@ -109,7 +109,7 @@ def init(stall_timeout: float | None = None) -> World:
     announced = launcher_world_size()
     if announced and announced[0] != hvd.size():
         raise UserError(f"{announced[1]}={announced[0]} but Horovod started {hvd.size()} rank(s): this process "
-                        "would train alone. Under srun use an MPI-built Horovod with --mpi=pmix (the Dockerfile's image), "
-                        "or a gloo rendezvous (HOROVOD_GLOO_RENDEZVOUS_ADDR/PORT); or launch with horovodrun")
+                        "would train alone. Under srun use an MPI-built Horovod with --mpi=pmix (the Dockerfile's "
+                        "image), or a gloo rendezvous (HOROVOD_GLOO_RENDEZVOUS_ADDR/PORT); or launch with horovodrun")
     device = f"GPU {local_rank % len(gpus)}" if gpus else "CPU"
     return World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), device)
