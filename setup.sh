@@ -6,8 +6,10 @@
 #   ./setup.sh system [ACTION]   only check (or, as root, install) the system packages ACTION needs
 # Idempotent: each step is skipped when what it depends on is unchanged (a warm run takes seconds).
 # EFFNET_TF=tensorflow installs the GPU TensorFlow wheel instead of tensorflow-cpu (GPU hosts).
-# EFFNET_HOROVOD=gpu builds Horovod with NCCL allreduce and the MPI controller besides gloo (needs CUDA's nvcc and
-# NCCL headers and an MPI: the Dockerfile's CUDA devel image with OpenMPI).
+# Horovod is built with both controllers, gloo and MPI (an MPI-built Horovod is what srun --mpi=pmix|pmi2 starts;
+# needs an MPI's mpicxx: Debian's Open MPI, or a module's); EFFNET_HOROVOD=gloo builds gloo only (no MPI needed,
+# cluster.mpi: none), EFFNET_HOROVOD=gpu adds NCCL allreduce (needs CUDA's nvcc and NCCL headers: the
+# Dockerfile's CUDA devel image).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,10 +22,11 @@ HOROVOD=${EFFNET_HOROVOD:-cpu}
 HOROVOD_BUILD=(HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
                MAKEFLAGS=-j2)
 case "$HOROVOD" in
-  cpu) HOROVOD_BUILD+=(HOROVOD_WITHOUT_MPI=1); HOROVOD_LOADS='h.gloo_built()' ;;
+  gloo) HOROVOD_BUILD+=(HOROVOD_WITHOUT_MPI=1); HOROVOD_LOADS='h.gloo_built()' ;;
+  cpu) HOROVOD_BUILD+=(HOROVOD_WITH_MPI=1); HOROVOD_LOADS='h.gloo_built() and h.mpi_built()' ;;
   gpu) HOROVOD_BUILD+=(HOROVOD_WITH_MPI=1 HOROVOD_GPU_OPERATIONS=NCCL)
        HOROVOD_LOADS='h.gloo_built() and h.mpi_built() and h.nccl_built()' ;;
-  *) echo "setup.sh: EFFNET_HOROVOD=$HOROVOD: use cpu or gpu" >&2; exit 2 ;;
+  *) echo "setup.sh: EFFNET_HOROVOD=$HOROVOD: use cpu, gloo or gpu" >&2; exit 2 ;;
 esac
 
 say() { printf '==> %s\n' "$*"; }
@@ -64,16 +67,19 @@ apt_install() {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# What building needs: a working g++ (Debian's or a module system's) and a complete Python. Root only to install.
+# What building needs: a working g++ (Debian's or a module system's), a complete Python and, unless
+# EFFNET_HOROVOD=gloo, an MPI. Root only to install.
 install_build_packages() {
   local missing=()
   g++ --version >/dev/null 2>&1 || missing+=(g++)
   python_is_complete || missing+=("python$PY_MINOR-venv" "python$PY_MINOR-dev")
-  if [ ${#missing[@]} -eq 0 ]; then say "build tools present (g++, Python $PY_MINOR with venv and headers)"; return; fi
+  [ "$HOROVOD" = gloo ] || command -v mpicxx >/dev/null || missing+=(libopenmpi-dev openmpi-bin)
+  if [ ${#missing[@]} -eq 0 ]; then say "build tools present (g++, Python $PY_MINOR with headers, MPI)"; return; fi
   if command -v apt-get >/dev/null && can_be_root; then apt_install "${missing[@]}"; return; fi
   die "missing ${missing[*]}, and no root or passwordless sudo to install them." \
       "An admin can run: apt-get install ${missing[*]}" \
-      "or load a compiler module (g++ on PATH) / pick a complete Python (PYTHON=...) and rerun."
+      "or load compiler and MPI modules (g++, mpicxx on PATH) / pick a complete Python (PYTHON=...) and rerun," \
+      "or build Horovod without MPI (EFFNET_HOROVOD=gloo ./setup.sh; then only cluster.mpi: none works)."
 }
 
 # The SLURM tests start Debian's daemons at fixed paths with their own SLURM_CONF. Never install Debian's

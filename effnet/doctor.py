@@ -74,9 +74,10 @@ def check_train_step() -> Check:
         import numpy as np
         import tensorflow as tf
 
+        from effnet import ranks
         from effnet.models import build_model
 
-        hvd.init()
+        ranks.init()
         model = build_model("efficientnet-b0", num_classes=10, image_size=32)
         optimizer = keras.optimizers.RMSprop(0.01, rho=0.9, momentum=0.9, epsilon=1e-3)
         images = tf.random.uniform([4, 32, 32, 3], 0, 255, seed=0)
@@ -186,7 +187,7 @@ def check_mpi(kind: str) -> Check:
         found = ", ".join(types) or "nothing (" + (listed.strip().splitlines() or ["srun did not run"])[0] + ")"
         return Check("srun-mpi", False, f"{kind} not among srun --mpi=list: {found}",
                      "set cluster.mpi to one of those (the image's OpenMPI needs pmix), "
-                     "or none for a gloo-only Horovod")
+                     "or none for gloo (no MPI needed)")
     return Check("srun-mpi", True, f"{kind} (available: {', '.join(types)})")
 
 

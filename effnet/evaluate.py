@@ -37,7 +37,7 @@ def check_classes(run_classes: list[dict], data_classes: list[dict], run_dir, da
 
 
 def run(run_dir: str, data_dir: str, output: str, *, weights: str | None = None, checkpoint: str | None = None,
-        overrides: dict | None = None, confusion_png: str | None = None) -> dict:
+        overrides: dict | None = None, confusion_png: str | None = None, index_dir: str | None = None) -> dict:
     """Evaluate and write ``output``; return the metrics (on every rank).
 
     ``overrides`` change the run's config (eval.batch_size, eval.warmup_batches, data.backend);
@@ -61,7 +61,7 @@ def run(run_dir: str, data_dir: str, output: str, *, weights: str | None = None,
     batch_size = config["eval"]["batch_size"]
     batches = build_dataset(data_dir, "validation", backend=config["data"]["backend"], batch_size=batch_size,
                             image_size=summary["image_size"], rank=world.rank, world_size=world.size,
-                            crop_padding=summary["crop_padding"])
+                            crop_padding=summary["crop_padding"], index_dir=index_dir)
     step = make_eval_step(model, summary["num_classes"])
     start = time.perf_counter()
     result = evaluate(step, batches, lambda x: hvd.allreduce(x, op=hvd.Sum))
@@ -141,15 +141,18 @@ def main(args: argparse.Namespace) -> int:
     from effnet.config import parse_overrides
 
     run(args.model, args.data, args.output, weights=args.weights, checkpoint=args.checkpoint,
-        overrides=parse_overrides(args.set), confusion_png=args.confusion_png)
+        overrides=parse_overrides(args.set), confusion_png=args.confusion_png, index_dir=args.index)
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from effnet.data.record_index import add_index_argument
+
     p = subparsers.add_parser("evaluate", help="evaluate a trained model on the validation split",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="the train stage's run directory")
     p.add_argument("--data", required=True, help="prepared TFRecord directory (manifest.json, shards)")
+    add_index_argument(p)
     p.add_argument("--output", required=True, help="metrics JSON file (dllogger records beside it)")
     p.add_argument("--weights", choices=("ema", "raw"), help="which weights (default: the config's eval.weights, ema)")
     p.add_argument("--checkpoint", help="a ckpt-* directory of this run to evaluate instead of the final weights")

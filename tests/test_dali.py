@@ -55,13 +55,14 @@ def test_dali_decodes_a_jpeg_on_cpu(tmp_path):
 
 @pytest.mark.parametrize("training", [True, False])
 def test_every_output_is_on_the_device_the_dataset_is_placed_on(training):
-    """DALIDatasetWithInputs under /gpu:N fails at its first batch when an output stays on the CPU (the plugin's
-    output-device check); the graph's devices show it without a GPU."""
+    """A DALIDataset under /gpu:N fails at its first batch when an output stays on the CPU (the plugin's
+    output-device check); the graph's devices show it without a GPU (nothing is read before the build)."""
     from effnet.data.dali import build_pipeline
 
     def devices(device_id):
         pipe = build_pipeline(training=training, batch_size=2, image_size=32, seed=1, num_threads=1,
-                              augment="autoaugment" if training else None, device_id=device_id)
+                              augment="autoaugment" if training else None, device_id=device_id,
+                              files=["train-00000-of-00001"], indexes=["train-00000-of-00001.idx"])
         return [node.device for node in pipe._graph_out]
 
     assert devices(0) == ["gpu", "gpu"]

@@ -11,9 +11,10 @@ from PIL import Image
 
 from conftest import run_cli
 from datasets import copy_files, make_folders, read_split
-from effnet.data import autoaugment, build_dataset, tfdata
+from effnet.data import autoaugment, build_dataset, dali, tfdata
+from effnet.data.index import build_indexes
 from effnet.data.mixing import mix_batch
-from effnet.data.pipeline import diagnose
+from effnet.data.pipeline import default_index_dir, diagnose
 from effnet.data.sharding import plan, plan_epochs
 from effnet.data.tfrecord import encode_record
 from effnet.errors import UserError
@@ -22,8 +23,10 @@ BACKENDS = ["tfdata", "dali"]
 
 
 def prepare_records(src: Path, out: Path, train_shards=3, val_shards=2) -> Path:
+    """Shards in ``out/rec``, their DALI indexes where a pipeline run keeps them (``out/dali-index``)."""
     run_cli("prepare", "--source", "folders", "--input", str(src), "--output", str(out / "rec"),
             "--train-shards", str(train_shards), "--val-shards", str(val_shards), "--workers", "2", check=True)
+    build_indexes(out / "rec", default_index_dir(out / "rec"))
     return out / "rec"
 
 
@@ -152,6 +155,41 @@ def test_training_order_is_a_function_of_seed_and_epoch(data):
     assert Counter(first[0]) == Counter(other_epoch[0])
 
 
+def test_dali_reads_each_span_of_the_plan_permuted_by_seed_and_epoch_and_resumes_by_leaving_records_out(data):
+    rec = data
+    (plan_,) = plan_epochs(rec, "train", training=True, batch_size=10, epochs=range(2, 3), rank=1, world_size=2,
+                           seed=4)
+    indexes = dali.shard_indexes([plan_], default_index_dir(rec))
+    runs = dali.reading_order(plan_, indexes, shuffle_seed=7, records=30)
+    assert [r.path for r in runs] == [s.path for s in plan_.spans]
+    for run, span in zip(runs, plan_.spans):
+        lines = indexes[span.path][span.start:span.stop]
+        assert sorted(run.records) == sorted(lines) and len(lines) > 2 and run.records != lines
+    assert dali.reading_order(plan_, indexes, shuffle_seed=7, records=30) == runs  # a function of the seed
+    assert dali.reading_order(plan_, indexes, shuffle_seed=8, records=30) != runs
+    flat = [(r.path, line) for r in runs for line in r.records]
+    resumed = dali.reading_order(plan_, indexes, shuffle_seed=7, records=30, skip=13)
+    assert [(r.path, line) for r in resumed for line in r.records] == flat[13:]
+
+
+def test_dali_epochs_split_over_several_pipelines_read_the_same_stream(data, monkeypatch):
+    kwargs = dict(backend="dali", batch_size=10, image_size=32, seed=4, epoch=1, epochs=3)
+    whole = collect(build_dataset(data, "train", **kwargs))[0]
+    monkeypatch.setattr(dali, "MAX_INDEX_FILES", 2)  # a pipeline per epoch (each reads 3 shards)
+    assert collect(build_dataset(data, "train", **kwargs))[0] == whole
+
+
+def test_dali_names_a_missing_or_stale_index(data, tmp_path):
+    copy = copy_files(data, tmp_path / "rec")
+    with pytest.raises(UserError, match=rf"{tmp_path}/dali-index/train-00000-of-00003.idx: index not found"):
+        build_dataset(copy, "train", backend="dali", batch_size=10, image_size=32)
+    build_indexes(copy, tmp_path / "dali-index")
+    idx = tmp_path / "dali-index" / "train-00001-of-00003.idx"
+    idx.write_text("".join(idx.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(UserError, match=rf"{idx}: \d+ records, but the manifest lists \d+ for .*: the index is stale"):
+        build_dataset(copy, "train", backend="dali", batch_size=10, image_size=32)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_flip_is_random(tmp_path, backend):
     src = tmp_path / "src"
@@ -260,6 +298,7 @@ def append_non_image_record(rec: Path, copy: Path, shard_index: int) -> tuple[Pa
     entry["examples"] += 1
     entry["bytes"] = shard.stat().st_size
     (copy / "manifest.json").write_text(json.dumps(manifest))
+    build_indexes(copy, default_index_dir(copy))
     return shard, entry["examples"] - 1
 
 

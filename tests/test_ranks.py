@@ -1,5 +1,9 @@
 """The GPU branch of ranks.init and the names of a rank's GPU, run here with TensorFlow's device list stubbed:
 four GPUs (horovodrun, srun --gpu-bind=none) or the one a binding srun leaves a task."""
+import os
+import socket
+
+import psutil
 import pytest
 import tensorflow as tf
 
@@ -63,3 +67,33 @@ def test_no_gpu_means_the_cpu(gpus):
     install, calls = gpus
     install(0, local_rank=0)
     assert ranks.rank_gpu() is None and ranks.init().device == "CPU" and calls["growth"] == []
+
+
+def test_without_an_mpi_launcher_horovod_runs_gloo_whatever_it_was_built_with(gpus, monkeypatch):
+    """An MPI-built Horovod defaults to its MPI controller, which in a plain srun step (no PMI) aborts the
+    process: only an MPI launcher's variables select it."""
+    install, _ = gpus
+    install(0, local_rank=0)
+    for name in ("HOROVOD_CONTROLLER", "HOROVOD_CPU_OPERATIONS", *ranks.MPI_LAUNCH_VARIABLES):
+        monkeypatch.setenv(name, "")  # restored afterwards
+        monkeypatch.delenv(name)
+    assert ranks.init().controller == "gloo"
+    assert (os.environ["HOROVOD_CONTROLLER"], os.environ["HOROVOD_CPU_OPERATIONS"]) == ("gloo", "gloo")
+
+
+def test_gloo_binds_to_the_interface_that_holds_the_address_towards_the_rendezvous():
+    assert ranks.gloo_interface("127.0.0.1") == "lo"
+    addresses = {a.address: name for name, found in psutil.net_if_addrs().items() for a in found
+                 if a.family == socket.AF_INET and not a.address.startswith("127.")}
+    for address, name in addresses.items():  # towards one of its own addresses a host routes from that address
+        assert ranks.gloo_interface(address) == name
+
+
+def test_gloo_across_nodes_needs_a_host_name_other_nodes_can_reach(monkeypatch):
+    """Horovod's process-set gloo contexts bind to the host name's address (HOROVOD_GLOO_IFACE aside)."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "localhost")
+    with pytest.raises(UserError, match="'localhost' resolves to 127.0.0.1"):
+        ranks.check_host_name_reachable()
+    monkeypatch.setattr(socket, "gethostname", lambda: "no-such-host.invalid")
+    with pytest.raises(UserError, match="'no-such-host.invalid' does not resolve"):
+        ranks.check_host_name_reachable()

@@ -106,8 +106,8 @@ def test_launch_lines_and_container_options(tmp_path):
     assert job.srun_command(args) == [
         "srun", "--nodes=1", "--ntasks=2", "--ntasks-per-node=2", "--kill-on-bad-exit=0", "--wait=60", "--mpi=none",
         "--gpu-bind=none", "--cpus-per-task=2", *options, "python", "-m", "effnet", "train"]
-    assert job.local_command(args) == ["horovodrun", "-np", "2", "-H", "localhost:2", "python", "-m", "effnet",
-                                          "train"]
+    assert job.local_command(args) == ["horovodrun", "--gloo", "-np", "2", "-H", "localhost:2",
+                                       "python", "-m", "effnet", "train"]
     pmix = demo_config(nodes=2, gpus_per_node=8, mpi="pmi2")
     args = job.parse_args(shlex.split(requests.launch_prefix(pmix, "train"))[2:] + ["python", "x.py"])
     assert job.srun_command(args)[:7] == ["srun", "--nodes=2", "--ntasks=16", "--ntasks-per-node=8",
@@ -453,16 +453,17 @@ def test_demo_dag_on_slurm_with_pyxis_a_time_limit_resume_and_a_killed_rank(clus
     assert {j: sorted(t) for j, t in by_job.items()} == {j: [0, 1] for j in train_jobs}  # one srun of 2 ranks each
 
 
-@pytest.mark.slow(minutes=4)
-def test_one_rank_signalled_in_its_job_checkpoints_exits_75_and_the_retry_resumes_there(cluster, tmp_path):
-    """One rank runs in the step of the plugin's job-side Snakemake, which gets the same SIGUSR1 (scancel -s USR1
-    signals every step of a job but the batch shell, as sbatch --signal does): the rank must still save and
-    exit 75, and the resubmitted job resume from that step."""
+def _signal_train_and_resume(cluster: Cluster, tmp_path: Path, layout: dict, epochs: int) -> tuple[Path, dict]:
+    """The train rule through the SLURM profile with the cluster section's ``layout``: its job is sent SIGUSR1
+    (``scancel -s USR1`` signals every step of a job but the batch shell, as sbatch --signal does) once it has
+    logged 3 steps; Snakemake must resubmit it and the new job resume from the checkpoint the signal asked for.
+    The run directory and its train summary."""
     run = tmp_path / "run"
     override = _write(tmp_path / "override.yaml", {
         "run_dir": str(run), "data": {"demo_images_per_class": 12}, "model": {"arch": TEST_ARCH},
-        "train": {"epochs": 8, "eval_every": None, "log_every": 1, "checkpoint_every": 100},  # 24 steps
-        "cluster": {"gpus_per_node": 0, "jobs": {"train": {"runtime": 30, "cpus": 2, "mem_mb": 4000}}},
+        "train": {"epochs": epochs, "eval_every": None, "log_every": 1, "checkpoint_every": 100},
+        "cluster": {**layout, "jobs": {"train": {"runtime": 30, "cpus": 2 // len(cluster.node_names) or 1,
+                                                 "mem_mb": 4000}}},
     })
     env = cluster.env(snakemake_env())
     before = max(squeue(env), default=0)
@@ -488,7 +489,39 @@ def test_one_rank_signalled_in_its_job_checkpoints_exits_75_and_the_retry_resume
     train_jobs = sorted(j for j, (rule, _, _) in jobs.items() if rule == "rule_train")
     assert train_jobs[0] == job and len(train_jobs) == 2 and jobs[train_jobs[1]][2] == "COMPLETED"
     summary = json.loads((run / "train/train_summary.json").read_text())
-    assert summary["world_size"] == 1 and stop_steps(run) == [summary["resumed_from_step"]]
+    assert stop_steps(run) == [summary["resumed_from_step"]]
     assert 3 <= summary["resumed_from_step"] < summary["steps"]
     stopped = next(r for r in read_records(log) if "checkpoint_step" in r.get("data", {}))
-    print(f"1 rank: {float(stopped['timestamp']) - signalled:.1f} s from the signal to the saved checkpoint")
+    print(f"{layout}: {float(stopped['timestamp']) - signalled:.1f} s from the signal to the saved checkpoint")
+    return run, summary
+
+
+@pytest.fixture(scope="session")
+def two_nodes(tmp_path_factory):
+    why = unavailable(nodes=2)
+    if why:
+        pytest.skip(why)
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
+    cluster = Cluster(tmp_path_factory.mktemp("slurm2"), nodes=2, port=16817 + 2 * (worker + 10))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.slow(minutes=4)
+@pytest.mark.parametrize("mpi", ["none", "pmix"])
+def test_two_ranks_on_two_nodes_train_alike_stop_together_and_resume(two_nodes, tmp_path, mpi):
+    """One rank on each of two nodes (network namespaces: the ranks meet over a network, not loopback), started
+    both ways a site starts them: srun --mpi=pmix with Horovod's MPI controller (as the production image), and
+    srun --mpi=none with a gloo rendezvous the job starts. Both ranks stop at the signal's step, every
+    checkpoint holds weights both ranks found equal, and the retry resumes."""
+    run, summary = _signal_train_and_resume(two_nodes, tmp_path, {"nodes": 2, "gpus_per_node": 0, "mpi": mpi},
+                                            epochs=16)
+    assert summary["world_size"] == 2
+    digests = [json.loads(meta.read_text())["weights_digests"] for meta in sorted(run.glob("train/**/meta.json"))]
+    assert digests and all(len(d) == 2 and d[0] == d[1] for d in digests), digests
+    out = "".join(p.read_text() for p in sorted((run / "logs").glob("train.log.*")))
+    assert out.count("rank 1/2 local_rank 0/1") == 2, out  # one rank per node, in both jobs
+    assert out.count("controller mpi" if mpi == "pmix" else "controller gloo") == 4, out

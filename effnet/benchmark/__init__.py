@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="inference: a train run directory (arch, classes, size; else from the config)")
     p.add_argument("--export", help="inference: an export directory (else a temporary export of the model)")
     p.add_argument("--launcher", help="train: command that starts {ranks} ranks in front of the worker "
-                                      "(default: horovodrun -np {ranks} -H localhost:{ranks} for more than 1)")
+                                      "(default: horovodrun --gloo -np {ranks} -H localhost:{ranks} for more than 1)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set benchmark.steps=50 (repeatable)")

@@ -27,7 +27,7 @@ import yaml
 
 from effnet.dllog import DLLogger, Verbosity, read_records
 
-LOCAL_LAUNCHER = "{horovodrun} -np {ranks} -H localhost:{ranks}"
+LOCAL_LAUNCHER = "{horovodrun} --gloo -np {ranks} -H localhost:{ranks}"
 RECORD = "train_benchmark"  # the dllogger step of a configuration's record
 
 

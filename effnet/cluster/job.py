@@ -2,7 +2,8 @@
 [options] -- python -m effnet <stage> ...``), after the rule's ledger agreed that this attempt runs.
 
 - Outside SLURM (no SLURM_JOB_ID: the local profile, a plain ``snakemake --cores``) the stage runs as it
-  is, train with ``horovodrun -np G -H localhost:G`` when gpus_per_node G > 1.
+  is, train with ``horovodrun --gloo -np G -H localhost:G`` when gpus_per_node G > 1
+  (gloo: the local launch the tests run, whichever controllers Horovod has).
 - In a SLURM job, a multi-rank train starts its ranks with one srun (one task per GPU,
   ``--mpi=pmix|pmi2``; for ``mpi: none`` a gloo rendezvous started here, see effnet.ranks).
   A single-task stage runs in the step Snakemake's job-side helper started, or, when a container
@@ -101,7 +102,7 @@ def local_command(args: argparse.Namespace) -> list[str]:
     """Outside SLURM: the stage itself, or horovodrun over this machine's GPUs for a multi-GPU train."""
     ranks = args.ranks or (args.tasks_per_node if args.gpus_per_task else 1)
     if ranks > 1:
-        return ["horovodrun", "-np", str(ranks), "-H", f"localhost:{ranks}", *args.command]
+        return ["horovodrun", "--gloo", "-np", str(ranks), "-H", f"localhost:{ranks}", *args.command]
     return args.command
 
 
@@ -112,14 +113,21 @@ def _job_hosts(job_id: str) -> list[str]:
                           check=True).stdout.split()
 
 
-def _address_towards(hosts: list[str]) -> str:
-    """This node's address as the job's other nodes reach it (127.0.0.1 when the job has only this one)."""
-    me = socket.gethostname().split(".")[0]
-    others = [h for h in hosts if h.split(".")[0] != me]
+def node_address(name: str) -> str:
+    """A node's address as SLURM reaches it (its NodeAddr: node names need not resolve)."""
+    line = subprocess.run(["scontrol", "-o", "show", "node", name], capture_output=True, text=True,
+                          check=True).stdout
+    fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+    return fields.get("NodeAddr") or socket.gethostbyname(name)
+
+
+def _address_towards(hosts: list[str], me: str) -> str:
+    """This node's (``me``'s) address as the job's other nodes reach it (127.0.0.1 when the job has only this one)."""
+    others = [h for h in hosts if h != me]
     if not others:
         return "127.0.0.1"
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect((socket.gethostbyname(others[0]), 9))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # no packet is sent: the route's source address
+        s.connect((node_address(others[0]), 9))
         return s.getsockname()[0]
 
 
@@ -135,7 +143,8 @@ def gloo_rendezvous(args: argparse.Namespace, environ: dict) -> object:
     server = RendezvousServer(verbose=0)
     port = server.start()
     server.init(plan)
-    environ.update({"HOROVOD_GLOO_RENDEZVOUS_ADDR": _address_towards(names),
+    me = environ.get("SLURMD_NODENAME", socket.gethostname())
+    environ.update({"HOROVOD_GLOO_RENDEZVOUS_ADDR": _address_towards(names, me),
                     "HOROVOD_GLOO_RENDEZVOUS_PORT": str(port),
                     "HOROVOD_CONTROLLER": "gloo", "HOROVOD_CPU_OPERATIONS": "gloo"})
     return server

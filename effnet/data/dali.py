@@ -1,40 +1,108 @@
-"""The DALI input pipeline: tf.data reads the records, DALI decodes and augments them.
+"""The DALI input pipeline: DALI's TFRecord reader, decoder and augmentations, every output on the rank's device.
 
-The record stream is the tfdata backend's (``tfdata.train_examples`` / ``eval_examples``):
-the same per-rank sharding, the same (seed, epoch) order across any number of epochs in one
-pipeline, the same resume by skipping consumed batches. Each example reaches DALI through
-``DALIDatasetWithInputs`` as one uint8 vector (4 label bytes, then the JPEG); on a GPU host
-decoding (nvJPEG, ``mixed``), crop, resize, AutoAugment/RandAugment and flip run on the
-rank's GPU, on a CPU-only host the same graph runs on the CPU (``device_id=None``, under
-``/cpu:0``). The pipeline is built before it is wrapped, so a bad input raises a Python
-error instead of aborting the process. Augmentations: ``effnet.data.dali_augment``.
+Which records a rank reads in an epoch is the sharding plan's (``effnet.data.sharding``, as for tf.data): the
+shard files permuted by (seed, epoch), the stream cut into one contiguous range per rank. DALI reads that range
+span by span (a span: the rank's part of one shard), in training each span's records in a permutation seeded by
+(seed, epoch, rank, span); evaluation reads them in order. The order is written as index files
+(``effnet.data.record_index``: the index stage's lines of the span, permuted), which DALI's reader follows
+record by record, so the stream never passes through Python or tf.data: reader threads in C++ read the records
+(memory-mapped), and on a GPU host nvJPEG decoding (``mixed``), crop, resize, AutoAugment/RandAugment and flip
+run on the rank's GPU, the labels are copied there too, and nothing is chained after the ``DALIDataset`` (a
+tf.data op after it has only a CPU kernel and would bring the batches back to the host): the batches of an
+epoch are counted here. On a CPU-only host the same graph runs on the CPU (``device_id=None``, ``/cpu:0``).
+
+A resumed epoch starts at its next batch by leaving the consumed records out of its indexes (nothing is read
+twice). Consecutive epochs share one pipeline, up to MAX_INDEX_FILES index files; augmentation draws come from
+the pipeline's seed, (seed, its first epoch, rank). The pipeline is built before it is wrapped, so a bad input
+raises a Python error instead of aborting the process. Augmentations: ``effnet.data.dali_augment``.
 """
 from __future__ import annotations
 
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
-from effnet.data import dali_augment, tfdata
+from effnet.data import dali_augment
+from effnet.data.record_index import index_path, read_index, write_index
 from effnet.data.sharding import RankPlan, derive_seed
 from effnet.data.tfdata import AREA_RANGE, ASPECT_RANGE, CROP_ATTEMPTS, EVAL_PADDING, MIN_OBJECT_COVERED
 from effnet.errors import UserError
 from effnet.ranks import Gpu
 from effnet.resources import available_cpus
 
-INPUT = "example"
-LABEL_BYTES = 4
+ENCODED, LABEL = "image/encoded", "image/class/label"
+# Index files one pipeline reads (one per span and epoch): an ImageNet epoch on 8 ranks is ~130 per rank.
+MAX_INDEX_FILES = 2048
 
 
-def _packed(encoded, label):
-    """One uint8 vector: the int32 label's bytes, then the encoded image."""
-    return tf.concat([tf.bitcast(tf.cast(label, tf.int32), tf.uint8), tf.io.decode_raw(encoded, tf.uint8)], 0)
+@dataclass(frozen=True)
+class Run:
+    """Records of one shard, as (offset, size), in the order they are read."""
+
+    path: str
+    records: list[tuple[int, int]]
+
+
+def shard_indexes(plans: list[RankPlan], index_dir: str | Path) -> dict[str, list[tuple[int, int]]]:
+    """The index stage's (offset, size) lines of every shard the plans read, checked against the manifest."""
+    indexes = {}
+    for shard in {s for plan in plans for s in plan.files}:
+        idx = index_path(index_dir, shard.path)
+        if not idx.exists():
+            raise UserError(f"{idx}: index not found. The DALI backend reads the shards through the index stage's "
+                            f"files (python -m effnet index --tfrecords {Path(shard.path).parent} --output "
+                            f"{index_dir}; --index DIR names them), or set data.backend: tfdata")
+        records = read_index(idx)
+        if len(records) != shard.examples:
+            raise UserError(f"{idx}: {len(records)} records, but the manifest lists {shard.examples} for "
+                            f"{shard.path}: the index is stale, rerun the index stage")
+        indexes[shard.path] = records
+    return indexes
+
+
+def reading_order(plan: RankPlan, indexes: dict, *, shuffle_seed: int | None, records: int,
+                  skip: int = 0) -> list[Run]:
+    """The records ``[skip, records)`` of ``plan``'s stream: its spans in order, each one's records permuted by
+    ``shuffle_seed`` and the span's number (in order when it is None)."""
+    runs, seen = [], 0
+    for number, span in enumerate(plan.spans):
+        lines = indexes[span.path][span.start:span.stop]
+        if shuffle_seed is not None:
+            lines = [lines[i] for i in np.random.default_rng(derive_seed(shuffle_seed, number)).permutation(len(lines))]
+        lo, hi = max(skip - seen, 0), min(records - seen, len(lines))
+        if lo < hi:
+            runs.append(Run(span.path, lines[lo:hi]))
+        seen += len(lines)
+    return runs
+
+
+def write_indexes(runs: list[Run], directory: str | Path) -> tuple[list[str], list[str]]:
+    """Index files of ``runs`` in ``directory``: the reader's (files, indexes), one entry per run."""
+    indexes = [str(Path(directory) / f"{n:05d}.idx") for n in range(len(runs))]
+    for run, idx in zip(runs, indexes):
+        write_index(idx, run.records)
+    return [r.path for r in runs], indexes
+
+
+def read_records(files: list[str], indexes: list[str], label_offset: int = 0):
+    """Inside a pipeline definition: DALI's TFRecord reader over the records ``indexes`` list (one index per
+    entry of ``files``), in that order; (encoded images, int32 labels), on the CPU."""
+    from nvidia.dali import fn, tfrecord, types
+
+    inputs = fn.readers.tfrecord(path=files, index_path=indexes, random_shuffle=False, features={
+        ENCODED: tfrecord.FixedLenFeature((), tfrecord.string, ""),
+        LABEL: tfrecord.FixedLenFeature([1], tfrecord.int64, -1)})
+    return inputs[ENCODED], fn.cast(fn.reshape(inputs[LABEL], shape=[]) - label_offset, dtype=types.INT32)
 
 
 def build_pipeline(*, training: bool, batch_size: int, image_size: int, seed: int, augment: str | None,
-                   device_id: int | None, num_threads: int, crop_padding: int = EVAL_PADDING,
-                   min_area: float = MIN_OBJECT_COVERED):
-    """The DALI pipeline of one rank: packed examples in, (float32 HWC images in [0, 255], int32 labels) out."""
+                   device_id: int | None, num_threads: int, files: list[str], indexes: list[str],
+                   label_offset: int = 0, crop_padding: int = EVAL_PADDING, min_area: float = MIN_OBJECT_COVERED):
+    """The DALI pipeline of one rank: the records ``indexes`` list, of ``files``, in that order, as (float32 HWC
+    images in [0, 255], int32 labels), both on the GPU ``device_id`` (CUDA's number) or the CPU (None)."""
     from nvidia.dali import fn, pipeline_def, types
     from nvidia.dali import math as dmath
 
@@ -43,9 +111,7 @@ def build_pipeline(*, training: bool, batch_size: int, image_size: int, seed: in
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed,
                   enable_conditionals=bool(training and augment))
     def pipeline():
-        packed = fn.external_source(name=INPUT, dtype=types.UINT8, ndim=1, layout="")
-        labels = fn.reshape(fn.reinterpret(packed[:LABEL_BYTES], dtype=types.INT32), shape=[])
-        encoded = packed[LABEL_BYTES:]
+        encoded, labels = read_records(files, indexes, label_offset)
         if training:
             images = fn.decoders.image_random_crop(
                 encoded, device=decode_device, output_type=types.RGB,
@@ -75,33 +141,82 @@ def build_pipeline(*, training: bool, batch_size: int, image_size: int, seed: in
     return pipeline()
 
 
-def build(plans: list[RankPlan], *, training: bool, batch_size: int, image_size: int, seed: int, first_epoch: int,
-          rank: int, augment: str | None, skip: int, gpu: Gpu | None,
-          crop_padding: int = EVAL_PADDING, min_area: float = MIN_OBJECT_COVERED) -> tf.data.Dataset:
-    """Batches of (float32 images, int32 labels) for ``plans``; evaluation pads with label -1."""
-    from nvidia.dali.plugin.tf.experimental import DALIDatasetWithInputs, Input
+@dataclass
+class Stream:
+    """The batches of ``plans`` (consecutive epochs from ``first_epoch``), the first ``skip`` left out; in
+    evaluation the padding that completes the last batches is labelled -1. Iterate it once per use."""
 
-    plan = plans[0]
-    device_id = gpu.cuda_index if gpu else None  # DALI's (and CUDA's) number of the rank's GPU
-    if training:
-        examples = tfdata.train_examples(plans, batch_size=batch_size, seed=seed, first_epoch=first_epoch, rank=rank,
-                                         skip=skip).map(lambda encoded, label, _: _packed(encoded, label))
-    else:  # pad with copies of the first example, labelled -1
-        examples = tfdata.eval_examples(plan).map(_packed)
-        padding = examples.take(1).map(lambda p: tf.concat([tf.bitcast(-1, tf.uint8), p[LABEL_BYTES:]], 0))
-        examples = examples.concatenate(padding.repeat(plan.steps * batch_size - plan.examples))
-    pipe = build_pipeline(training=training, batch_size=batch_size, image_size=image_size,
-                          seed=derive_seed(seed, first_epoch, rank, 3), augment=augment,
-                          device_id=device_id,
-                          num_threads=min(8, available_cpus()), crop_padding=crop_padding,
-                          min_area=min_area)
-    try:
-        pipe.build()
-    except RuntimeError as exc:
-        raise UserError(f"DALI pipeline over the shards in {Path(plan.files[0].path).parent}: {exc}") from exc
-    with tf.device(gpu.tf_device if gpu else "/cpu:0"):
-        ds = DALIDatasetWithInputs(
-            pipeline=pipe, input_datasets={INPUT: Input(examples, batch=False)}, batch_size=batch_size,
-            device_id=device_id, output_shapes=((batch_size, image_size, image_size, 3), (batch_size,)),
-            output_dtypes=(tf.float32, tf.int32))
-    return ds.take(plan.steps * len(plans) - skip)
+    plans: list[RankPlan]
+    index_dir: str | Path
+    training: bool
+    batch_size: int
+    image_size: int
+    seed: int
+    first_epoch: int
+    rank: int
+    augment: str | None
+    skip: int
+    gpu: Gpu | None
+    crop_padding: int = EVAL_PADDING
+    min_area: float = MIN_OBJECT_COVERED
+
+    def __post_init__(self):
+        self.indexes = shard_indexes(self.plans, self.index_dir)  # a missing or stale index fails here, at once
+
+    def _epoch(self, i: int) -> list[Run]:
+        plan = self.plans[i]
+        epoch = self.first_epoch + i
+        return reading_order(plan, self.indexes, shuffle_seed=derive_seed(self.seed, epoch, self.rank, 1)
+                             if self.training else None, records=plan.steps * self.batch_size
+                             if self.training else plan.examples, skip=self.skip * self.batch_size if i == 0 else 0)
+
+    def _groups(self):
+        """(first plan, runs, batches) of each pipeline: consecutive epochs within MAX_INDEX_FILES."""
+        group, first, batches = [], 0, 0
+        for i in range(len(self.plans)):
+            runs = self._epoch(i)
+            if group and len(group) + len(runs) > MAX_INDEX_FILES:
+                yield first, group, batches
+                group, first, batches = [], i, 0
+            group += runs
+            batches += self.plans[i].steps - (self.skip if i == 0 else 0)
+        yield first, group, batches
+
+    def __iter__(self):
+        from nvidia.dali.plugin.tf import DALIDataset
+
+        device_id = self.gpu.cuda_index if self.gpu else None  # DALI's (and CUDA's) number of the rank's GPU
+        device = self.gpu.tf_device if self.gpu else "/cpu:0"  # TensorFlow's (logical) name of it
+        plan = self.plans[0]
+        shape = (self.batch_size, self.image_size, self.image_size, 3)
+        for first, runs, batches in self._groups():
+            with tempfile.TemporaryDirectory(prefix="effnet-dali-") as tmp:
+                files, indexes = write_indexes(runs, tmp)
+                pipe = build_pipeline(
+                    training=self.training, batch_size=self.batch_size, image_size=self.image_size,
+                    seed=derive_seed(self.seed, self.first_epoch + first, self.rank, 3), augment=self.augment,
+                    device_id=device_id, num_threads=min(8, available_cpus()), files=files, indexes=indexes,
+                    label_offset=plan.label_offset, crop_padding=self.crop_padding, min_area=self.min_area)
+                try:
+                    pipe.build()
+                except RuntimeError as exc:
+                    raise UserError(f"DALI pipeline over the shards in {Path(runs[0].path).parent}: {exc}") from exc
+                with tf.device(device):
+                    batches_of = iter(DALIDataset(pipeline=pipe, batch_size=self.batch_size, device_id=device_id,
+                                                  output_shapes=(shape, (self.batch_size,)),
+                                                  output_dtypes=(tf.float32, tf.int32)))
+                    for step in range(batches):
+                        images, labels = next(batches_of)
+                        real = plan.examples - step * self.batch_size
+                        if not self.training and real < self.batch_size:  # padding (the reader wrapped around)
+                            labels = tf.where(tf.range(self.batch_size) < real, labels, -1)
+                        yield images, labels
+                del batches_of, pipe
+
+
+def build(plans: list[RankPlan], *, index_dir: str | Path, training: bool, batch_size: int, image_size: int,
+          seed: int, first_epoch: int, rank: int, augment: str | None, skip: int, gpu: Gpu | None,
+          crop_padding: int = EVAL_PADDING, min_area: float = MIN_OBJECT_COVERED) -> Stream:
+    """Batches of (float32 images, int32 labels) for ``plans``, read through the indexes in ``index_dir``."""
+    return Stream(plans, index_dir, training, batch_size, image_size, seed, first_epoch, rank, augment, skip, gpu,
+                  crop_padding, min_area)

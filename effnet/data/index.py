@@ -15,18 +15,14 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from effnet.atomic import write_json, write_text
+from effnet.atomic import write_json
+from effnet.data.record_index import index_path, read_index, write_index
 from effnet.data.records import MANIFEST, SPLITS
 from effnet.data.tfrecord import record_spans
 from effnet.errors import UserError
 from effnet.resources import available_cpus
 
 SUMMARY = "index.json"
-
-
-def index_path(index_dir: str | Path, shard: str | Path) -> Path:
-    """Where the index of ``shard`` lives."""
-    return Path(index_dir) / f"{Path(shard).name}.idx"
 
 
 def list_shards(tfrecords: str | Path) -> list[Path]:
@@ -38,18 +34,6 @@ def list_shards(tfrecords: str | Path) -> list[Path]:
     if not shards:
         raise UserError(f"{root}: no train-* or validation-* shards")
     return shards
-
-
-def read_index(path: str | Path) -> list[tuple[int, int]]:
-    """Parse an index file into ``(offset, size)`` pairs."""
-    spans = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        try:
-            offset, size = (int(v) for v in line.split())
-        except ValueError:
-            raise UserError(f"{path}:{number}: expected 'offset size', got {line!r}") from None
-        spans.append((offset, size))
-    return spans
 
 
 def current_index(shard: Path, idx: Path) -> list[tuple[int, int]] | None:
@@ -77,7 +61,7 @@ def index_shard(shard: Path, index_dir: Path) -> tuple[int, bool]:
     spans = record_spans(shard)
     if not spans:
         raise UserError(f"{shard}: empty shard (no records)")
-    write_text(idx, "".join(f"{offset} {size}\n" for offset, size in spans))
+    write_index(idx, spans)
     return len(spans), True
 
 

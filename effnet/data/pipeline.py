@@ -12,7 +12,7 @@ from effnet.data.records import check_example
 from effnet.data.tfdata import EVAL_PADDING, MIN_OBJECT_COVERED
 from effnet.data.tfrecord import iter_records
 from effnet.errors import UserError
-from effnet import ranks
+from effnet import layout, ranks
 
 BACKENDS = ("tfdata", "dali")
 AUGMENTS = (None, "autoaugment", "randaugment")
@@ -25,14 +25,14 @@ class Batches:
 
     images: float32 NHWC in [0, 255]; labels: int32 class ids. Every rank yields ``steps``
     full batches per epoch; a stream that resumes inside its first epoch leaves out the
-    ``skip`` batches already consumed. One dataset spans all the epochs (no rebuild and no
-    retrace per epoch); each epoch's order is a function of (seed, epoch, rank). In
+    ``skip`` batches already consumed. ``dataset`` spans all the epochs (a tf.data.Dataset, or
+    the DALI backend's ``Stream``); each epoch's order is a function of (seed, epoch, rank). In
     evaluation the padding examples that complete the last batches carry label -1;
     ``real_counts`` gives the number of real examples per batch. A record that cannot be read
     stops the iteration with a UserError naming its shard and offset.
     """
 
-    dataset: tf.data.Dataset
+    dataset: object  # iterable: tf.data.Dataset or effnet.data.dali.Stream
     plans: list[sharding.RankPlan]
     batch_size: int
     training: bool
@@ -113,11 +113,16 @@ def diagnose(plan: sharding.RankPlan, position: int, error: str, seconds: float 
     return f"{files}: {error} (every record of this rank checked out: a transient I/O error?)"
 
 
+def default_index_dir(data_dir: str | Path) -> Path:
+    """Where a pipeline run keeps the DALI indexes of the records in ``data_dir``: beside it."""
+    return Path(data_dir).resolve().parent / layout.INDEX
+
+
 def build_dataset(data_dir: str | Path, split: str, *, backend: str = "tfdata", batch_size: int, image_size: int,
                   rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0, epochs: int = 1, skip: int = 0,
                   steps_per_epoch: int | None = None, augment: str | None = None, training: bool | None = None,
                   gpu: str | None = "auto", crop_padding: int = EVAL_PADDING,
-                  crop_min_area: float = MIN_OBJECT_COVERED) -> Batches:
+                  crop_min_area: float = MIN_OBJECT_COVERED, index_dir: str | Path | None = None) -> Batches:
     """Batches of ``split`` ("train" or "validation") from the shards in ``data_dir`` for ``rank``.
 
     ``training`` defaults to ``split == "train"``: random-resized crop (at least ``crop_min_area``
@@ -126,8 +131,9 @@ def build_dataset(data_dir: str | Path, split: str, *, backend: str = "tfdata", 
     each epoch cut to ``steps_per_epoch`` batches if given;
     otherwise centre crop (``image_size / (image_size + crop_padding)`` of the shorter side, the
     reference's padding by default), every example exactly once across ranks (one epoch).
-    ``backend="dali"`` decodes and augments with DALI, on the rank's GPU if there is one (``gpu="auto"``),
-    else (or with ``gpu=None``) on the CPU.
+    ``backend="dali"`` reads the shards through the index stage's files in ``index_dir`` (by default
+    the pipeline's layout: ``dali-index`` beside ``data_dir``) and decodes and augments with DALI, on the
+    rank's GPU if there is one (``gpu="auto"``), else (or with ``gpu=None``) on the CPU.
     """
     if backend not in BACKENDS:
         raise UserError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -150,8 +156,8 @@ def build_dataset(data_dir: str | Path, split: str, *, backend: str = "tfdata", 
                                        crop_padding=crop_padding))
     else:
         from effnet.data import dali
-        ds = dali.build(plans, training=training, batch_size=batch_size, image_size=image_size, seed=seed,
-                        first_epoch=epoch, rank=rank, augment=augment, skip=skip,
-                        gpu=ranks.rank_gpu() if gpu == "auto" else None,
+        ds = dali.build(plans, index_dir=index_dir or default_index_dir(data_dir), training=training,
+                        batch_size=batch_size, image_size=image_size, seed=seed, first_epoch=epoch, rank=rank,
+                        augment=augment, skip=skip, gpu=ranks.rank_gpu() if gpu == "auto" else None,
                         crop_padding=crop_padding, min_area=crop_min_area)
     return Batches(ds, plans, batch_size, training, epoch, skip)

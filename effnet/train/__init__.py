@@ -25,7 +25,7 @@ def main(args: argparse.Namespace) -> int:
     from effnet.train.loop import run
 
     config = load_config(args.config, parse_overrides(args.set))
-    status = run(config, args.data, args.output, args.checkpoint_dir, flag)
+    status = run(config, args.data, args.output, args.checkpoint_dir, flag, args.index)
     if status == EXIT_PREEMPTED:
         # Every rank leaves at once, without tearing down TensorFlow and Horovod (seconds): a rank that is
         # still tearing down when srun's --wait after the first exit runs out would end with 137, which srun
@@ -37,10 +37,13 @@ def main(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from effnet.data.record_index import add_index_argument
+
     p = subparsers.add_parser("train", help="train (or resume) a model with Horovod",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"YAML config (default {DEFAULT_CONFIG})")
     p.add_argument("--data", required=True, help="prepared TFRecord directory (manifest.json, shards)")
+    add_index_argument(p)
     p.add_argument("--output", required=True, help="run directory")
     p.add_argument("--checkpoint-dir", help="checkpoints (default OUTPUT/checkpoints)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

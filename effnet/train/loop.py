@@ -13,6 +13,7 @@ and RNG states continue from the checkpoint.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -80,13 +81,13 @@ class Trainer:
     """One rank's training run, from a validated config (see ``effnet.train.run``)."""
 
     def __init__(self, config: dict, data_dir: str, output: Path, checkpoint_dir: Path, world: World,
-                 precision: recipe.Precision) -> None:
+                 precision: recipe.Precision, index_dir: str | None = None) -> None:
         import horovod.tensorflow as hvd
 
         from effnet.models import build_model, native_size
 
         self.hvd, self.config, self.world, self.precision = hvd, config, world, precision
-        self.data_dir, self.output, self.checkpoint_dir = data_dir, output, checkpoint_dir
+        self.data_dir, self.index_dir, self.output, self.checkpoint_dir = data_dir, index_dir, output, checkpoint_dir
         t, m = config["train"], config["model"]
         self.t = t
         manifest = load_manifest(data_dir)
@@ -134,7 +135,7 @@ class Trainer:
                              world_size=self.world.size, seed=t["seed"], epoch=epoch, epochs=epochs, skip=skip,
                              steps_per_epoch=t["steps_per_epoch"] and t["steps_per_epoch"] * self.accum,
                              augment=None if t["augment"] == "none" else t["augment"],
-                             crop_min_area=t["crop_min_area"])
+                             crop_min_area=t["crop_min_area"], index_dir=self.index_dir)
 
     # ---- steps ------------------------------------------------------------------------------------
 
@@ -189,13 +190,27 @@ class Trainer:
         self.saved_step = meta["step"] if meta else None
         return meta
 
+    def weights_digests(self) -> list[str]:
+        """Every rank's digest of its trainable weights, in rank order; UserError unless they are equal (ranks
+        whose gradients were not averaged drift apart silently, and a checkpoint would keep rank 0's alone)."""
+        digest = hashlib.sha256()
+        for v in self.trainable:
+            digest.update(np.ascontiguousarray(v.numpy()).tobytes())
+        digests = self.hvd.allgather_object(digest.hexdigest()[:16], name="weights_digest")
+        if len(set(digests)) > 1:
+            raise UserError(f"at step {int(self.step.numpy())} the ranks' weights differ (digests by rank: "
+                            f"{digests}): their gradients are not averaged the same way")
+        return digests
+
     def save(self, epoch: int, micro: int) -> None:
-        """Rank 0 writes a checkpoint of the state after ``micro`` micro-batches of ``epoch``."""
+        """Rank 0 writes a checkpoint of the state after ``micro`` micro-batches of ``epoch``, once every rank's
+        weights are found equal to its own."""
+        digests = self.weights_digests()
         if self.world.chief:
             arrays = {name: np.asarray(v.numpy()) for name, v in self.named.items()}
             meta = {"step": int(self.step.numpy()), "epoch": epoch, "micro_batch": micro, "seed": self.t["seed"],
                     **self.identity, checkpoints.RECIPE: self.recipe, "world_size": self.world.size,
-                    "global_batch": self.global_batch}
+                    "global_batch": self.global_batch, "weights_digests": digests}
             checkpoints.save(self.checkpoint_dir, arrays, meta, self.t["keep_checkpoints"])
         self.saved_step = int(self.step.numpy())
 
@@ -229,16 +244,17 @@ def _log_start(log: DLLogger, trainer: Trainer, world: World) -> None:
 
 
 def run(config: dict, data_dir: str, output: str | Path, checkpoint_dir: str | Path | None = None,
-        flag: StopFlag | None = None) -> int:
+        flag: StopFlag | None = None, index_dir: str | None = None) -> int:
     """Train (or resume) the run ``config`` on this rank; return the exit status (0 or EXIT_PREEMPTED)."""
-    return train(config, data_dir, output, checkpoint_dir, flag)[0]
+    return train(config, data_dir, output, checkpoint_dir, flag, index_dir)[0]
 
 
 def train(config: dict, data_dir: str, output: str | Path, checkpoint_dir: str | Path | None = None,
-          flag: StopFlag | None = None) -> tuple[int, "Trainer"]:
+          flag: StopFlag | None = None, index_dir: str | None = None) -> tuple[int, "Trainer"]:
     """``run``, also returning the rank's Trainer (its model and state after the last step).
 
-    ``flag``: the stop-signal handler, installed early by the command line (else here)."""
+    ``flag``: the stop-signal handler, installed early by the command line (else here). ``index_dir``: the
+    DALI indexes (data.backend dali; default: the pipeline's layout, beside ``data_dir``)."""
     from effnet import ranks
 
     flag = flag or StopFlag()
@@ -259,8 +275,9 @@ def train(config: dict, data_dir: str, output: str | Path, checkpoint_dir: str |
     keras.utils.set_random_seed(t["seed"])
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else output / runs.CHECKPOINTS
     print(f"rank {world.rank}/{world.size} local_rank {world.local_rank}/{world.local_size} device {world.device} "
+          f"controller {world.controller} "
           f"precision {precision.policy} xla {precision.jit_compile} tf32 {precision.tf32}", flush=True)
-    trainer = Trainer(config, data_dir, output, checkpoint_dir, world, precision)
+    trainer = Trainer(config, data_dir, output, checkpoint_dir, world, precision, index_dir)
     log = DLLogger(output / runs.LOG if world.chief else None, stream=sys.stdout if world.chief else None,
                    verbosity=Verbosity.VERBOSE if world.chief else Verbosity.OFF)
     if world.chief:
@@ -368,7 +385,7 @@ def _evaluate(trainer: Trainer, eval_step, world: World, watchdog: Watchdog) -> 
     batches = build_dataset(trainer.data_dir, "validation", backend=trainer.config["data"]["backend"],
                             batch_size=trainer.config["eval"]["batch_size"], image_size=trainer.image_size,
                             rank=world.rank, world_size=world.size,
-                            crop_padding=trainer.config["model"]["crop_padding"])
+                            crop_padding=trainer.config["model"]["crop_padding"], index_dir=trainer.index_dir)
     if trainer.ema:
         trainer.ema.swap()
     try:

@@ -33,6 +33,7 @@ echo "== data: demo images, shards"
 python -m effnet demo-data --output "$work/demo" --train-per-class $per_class --val-per-class 2 > /dev/null
 python -m effnet prepare --source folders --input "$work/demo" --output "$work/rec" --train-shards 2 \
   --val-shards 1 > /dev/null
+python -m effnet index --tfrecords "$work/rec" --output "$work/dali-index" > /dev/null
 
 echo "== DALI decoding and augmentation on the GPU"
 if [ "$SMOKE_MODE" = gpu ]; then

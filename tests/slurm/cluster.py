@@ -1,5 +1,11 @@
-"""A single-node SLURM cluster on localhost for the tests: munged, slurmctld and slurmd as root,
-every file in one directory, two fake GPUs, and a no-op Pyxis SPANK plugin.
+"""A SLURM cluster on this machine for the tests: munged, slurmctld and slurmd as root, every file in one
+directory, two fake GPUs per node, and a no-op Pyxis SPANK plugin.
+
+One node (the default) is this host on 127.0.0.1. With ``nodes=N`` > 1 every node is a slurmd in a network
+namespace of its own (``effnet<tag>n<i>``, address 10.77.<tag>.<i+2> on a bridge ``efbr<tag>`` whose
+10.77.<tag>.1 is the controller's): what crosses nodes (srun's task I/O, gloo, the rendezvous) crosses a
+network, as on a cluster, while the file system is shared, as a cluster's shared one is. The node names
+resolve to nothing, as on clusters whose NodeName is not a DNS name.
 
 Debian's SLURM (/usr/sbin/slurmctld, /usr/sbin/slurmd, /usr/bin/sbatch, ...) is used as installed.
 The cluster's slurm.conf is passed by SLURM_CONF through wrapper scripts in ``<dir>/bin`` (put it
@@ -13,7 +19,7 @@ The fake Pyxis plugin (``fake_pyxis.c``) accepts --container-image/--container-m
 --container-workdir/--no-container-mount-home, runs the task on the host and logs per task what it
 was asked (``pyxis.log``): what the tests assert.
 
-    python tests/slurm/cluster.py DIR      start one by hand (stop it with Ctrl-C)
+    python tests/slurm/cluster.py DIR [NODES]      start one by hand (stop it with Ctrl-C)
 """
 from __future__ import annotations
 
@@ -35,7 +41,7 @@ GPUS = 2
 BATCH_STEP = 4294967291  # SLURM_BATCH_SCRIPT as a step id
 
 
-def unavailable() -> str | None:
+def unavailable(nodes: int = 1) -> str | None:
     """Why a local cluster cannot run here, or None."""
     if os.geteuid() != 0:
         return "the local SLURM cluster needs root (munged, slurmd)"
@@ -43,6 +49,8 @@ def unavailable() -> str | None:
                if not os.access(p, os.X_OK)]
     if missing:
         return f"SLURM/munge are not installed ({', '.join(missing)}; `./setup.sh test` installs Debian's)"
+    if nodes > 1 and not shutil.which("ip"):
+        return "a cluster of several nodes needs iproute2's ip (network namespaces)"
     if not Path("/usr/include/slurm/spank.h").exists() or not shutil.which("gcc"):
         return "gcc and libslurm-dev (<slurm/spank.h>) are needed to build the fake Pyxis plugin"
     return None
@@ -63,7 +71,28 @@ class Cluster:
     memory_mb: int = 8000
     hostname: str = field(default_factory=socket.gethostname)
     port: int = 16817  # slurmctld's; slurmd's is the next (one cluster per port pair, side by side)
+    nodes: int = 1
     processes: dict = field(default_factory=dict)
+
+    @property
+    def tag(self) -> int:
+        """This cluster's number among those side by side (from its port): its namespaces' and subnet's."""
+        return (self.port - 16817) // 2
+
+    @property
+    def node_names(self) -> list[str]:
+        return [self.hostname] if self.nodes == 1 else [f"effnet{self.tag}n{i}" for i in range(self.nodes)]
+
+    def node_address(self, i: int) -> str:
+        return "127.0.0.1" if self.nodes == 1 else f"10.77.{self.tag}.{i + 2}"
+
+    @property
+    def controller_address(self) -> str:
+        return "127.0.0.1" if self.nodes == 1 else f"10.77.{self.tag}.1"
+
+    @property
+    def bridge(self) -> str:
+        return f"efbr{self.tag}"
 
     @property
     def conf(self) -> Path:
@@ -107,17 +136,25 @@ class Cluster:
         (root / "etc" / "gres.conf").write_text(
             f"AutoDetect=off\nName=gpu File={root / 'dev'}/nvidia[0-{GPUS - 1}]\n")
         (root / "etc" / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\n")
-        host = self.hostname
+        # PMIx's per-step client directory (default /tmp/spmix_appdir_<uid>_<step>): one per cluster, and one per
+        # node below (each node's namespace mounts its own directory there), as on nodes with their own /tmp
+        (root / "etc" / "mpi.conf").write_text(f"PMIxCliTmpDirBase={root / 'pmix'}\n")
+        (root / "pmix").mkdir(exist_ok=True)
+        multi = self.nodes > 1  # several slurmd on one host: each its own spool, pid and log (%n: node name)
+        spool, pid, log = (f"spool/{'%n' if multi else ''}", f"slurmd{'-%n' if multi else ''}.pid",
+                           f"log/slurmd{'-%n' if multi else ''}.log")
+        nodes = [f"NodeName={name} NodeAddr={self.node_address(i)} CPUs={self.cpus} RealMemory={self.memory_mb} "
+                 f"Gres=gpu:{GPUS} State=UNKNOWN" for i, name in enumerate(self.node_names)]
         self.conf.write_text("\n".join([
             f"ClusterName=effnet-test-{self.port}",
-            f"SlurmctldHost={host}(127.0.0.1)",
+            f"SlurmctldHost={self.hostname}({self.controller_address})",
             f"SlurmctldPort={self.port}", f"SlurmdPort={self.port + 1}",
             "AuthType=auth/munge", "CredType=cred/munge",
             f"AuthInfo=socket={root / 'munge' / 'munge.socket'}",
             "SlurmUser=root", "SlurmdUser=root",
-            f"StateSaveLocation={root / 'state'}", f"SlurmdSpoolDir={root / 'spool'}",
-            f"SlurmctldPidFile={root / 'slurmctld.pid'}", f"SlurmdPidFile={root / 'slurmd.pid'}",
-            f"SlurmctldLogFile={root / 'log' / 'slurmctld.log'}", f"SlurmdLogFile={root / 'log' / 'slurmd.log'}",
+            f"StateSaveLocation={root / 'state'}", f"SlurmdSpoolDir={root / spool}",
+            f"SlurmctldPidFile={root / 'slurmctld.pid'}", f"SlurmdPidFile={root / pid}",
+            f"SlurmctldLogFile={root / 'log' / 'slurmctld.log'}", f"SlurmdLogFile={root / log}",
             f"PlugStackConfig={root / 'etc' / 'plugstack.conf'}",
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory",
@@ -127,9 +164,10 @@ class Cluster:
             "KillWait=10", "InactiveLimit=0", "OverTimeLimit=0",
             "SchedulerParameters=sched_interval=5",
             "GresTypes=gpu",
-            f"NodeName={host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} "
-            f"Gres=gpu:{GPUS} State=UNKNOWN",
-            f"PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+            # every node claims the host's CPUs and memory: slurmd takes the configured values as they are
+            *(["SlurmdParameters=config_overrides"] if multi else []),
+            *nodes,
+            f"PartitionName=test Nodes={','.join(self.node_names)} Default=YES MaxTime=INFINITE State=UP",
             "",
         ]))
         for name in CLIENTS:
@@ -137,12 +175,50 @@ class Cluster:
             wrapper.write_text(f"#!/bin/sh\nSLURM_CONF={self.conf} exec /usr/bin/{name} \"$@\"\n")
             wrapper.chmod(0o755)
 
-    def _start(self, name: str, *args: str) -> None:
-        log = open(self.root / "log" / f"{name}.out", "ab")
-        self.processes[name] = subprocess.Popen(
-            [DAEMONS[name], *args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+    def _start(self, name: str, *args: str, key: str | None = None, netns: str | None = None) -> None:
+        log = open(self.root / "log" / f"{key or name}.out", "ab")
+        # a node's own host name, resolving (through the namespace's /etc/netns/<ns>/hosts) to its address, and
+        # its own PMIx client directory
+        pmix = self.root / "pmix"
+        node = (f'hostname {netns} && mkdir -p {pmix}/{netns} && mount --bind {pmix}/{netns} {pmix} && exec "$@"')
+        prefix = ["ip", "netns", "exec", netns, "unshare", "--uts", "--mount", "--propagation", "private",
+                  "sh", "-c", node, "sh"] if netns else []
+        self.processes[key or name] = subprocess.Popen(
+            [*prefix, DAEMONS[name], *args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=self.env(), start_new_session=True, preexec_fn=None if name == "slurmd" else _controller_priority)
         log.close()
+
+    def _netns(self, i: int) -> str:
+        return f"effnet{self.tag}n{i}"
+
+    def _network(self) -> None:
+        """A bridge with the controller's address and one namespace per node, linked to it by a veth pair."""
+        self._remove_network()
+        ip = ["ip"]
+        subprocess.run([*ip, "link", "add", self.bridge, "type", "bridge"], check=True)
+        subprocess.run([*ip, "addr", "add", f"{self.controller_address}/24", "dev", self.bridge], check=True)
+        subprocess.run([*ip, "link", "set", self.bridge, "up"], check=True)
+        for i in range(self.nodes):
+            ns, outside = self._netns(i), f"ef{self.tag}v{i}"
+            subprocess.run([*ip, "netns", "add", ns], check=True)
+            subprocess.run([*ip, "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", ns],
+                           check=True)
+            subprocess.run([*ip, "link", "set", outside, "master", self.bridge, "up"], check=True)
+            inside = [*ip, "netns", "exec", ns, "ip"]
+            subprocess.run([*inside, "addr", "add", f"{self.node_address(i)}/24", "dev", "eth0"], check=True)
+            subprocess.run([*inside, "link", "set", "eth0", "up"], check=True)
+            subprocess.run([*inside, "link", "set", "lo", "up"], check=True)
+            hosts = Path("/etc/netns") / ns / "hosts"
+            hosts.parent.mkdir(parents=True, exist_ok=True)
+            hosts.write_text(Path("/etc/hosts").read_text() + "".join(
+                f"{self.node_address(j)} {name}\n" for j, name in enumerate(self.node_names)))
+
+    def _remove_network(self) -> None:
+        for i in range(self.nodes):
+            subprocess.run(["ip", "netns", "del", self._netns(i)], capture_output=True)
+            shutil.rmtree(Path("/etc/netns") / self._netns(i), ignore_errors=True)
+            subprocess.run(["ip", "link", "del", f"ef{self.tag}v{i}"], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
 
     def start(self, timeout: float = 600) -> None:
         self.write_files()
@@ -151,13 +227,19 @@ class Cluster:
                     f"--socket={munge / 'munge.socket'}", f"--pid-file={munge / 'munged.pid'}",
                     f"--log-file={munge / 'munged.log'}", f"--seed-file={munge / 'munged.seed'}")
         self._wait(lambda: (munge / "munge.socket").exists(), timeout, "munged")
+        if self.nodes > 1:
+            self._network()
         self._start("slurmctld", "-D", "-i", "-f", str(self.conf))
-        self._start("slurmd", "-D", "-f", str(self.conf))
-        self._wait(self._node_idle, timeout, "the node to become idle")
+        if self.nodes == 1:
+            self._start("slurmd", "-D", "-f", str(self.conf))
+        for i, name in enumerate(self.node_names if self.nodes > 1 else []):
+            self._start("slurmd", "-D", "-N", name, "-f", str(self.conf), key=f"slurmd-{name}", netns=self._netns(i))
+        self._wait(self._node_idle, timeout, "the nodes to become idle")
 
     def _node_idle(self) -> bool:
         proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=self.env(), capture_output=True, text=True)
-        return proc.returncode == 0 and proc.stdout.strip().rstrip("*") == "idle"
+        states = [state.rstrip("*") for state in proc.stdout.split()]
+        return proc.returncode == 0 and states == ["idle"] * self.nodes
 
     def _wait(self, ready, timeout: float, what: str) -> None:
         end = time.monotonic() + timeout
@@ -180,7 +262,8 @@ class Cluster:
     def stop(self) -> None:
         """Cancel every job, then stop the daemons this object started (by PID, slurmd first)."""
         subprocess.run(["scancel", "--full", "--user=root"], env=self.env(), capture_output=True)
-        for name in ("slurmd", "slurmctld", "munged"):
+        slurmds = [key for key in self.processes if key.startswith("slurmd")]
+        for name in (*slurmds, "slurmctld", "munged"):
             proc = self.processes.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue
@@ -190,6 +273,8 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        if self.nodes > 1:
+            self._remove_network()
 
     # -- what the jobs asked for -----------------------------------------------------------------
     def pyxis_records(self) -> list[dict]:
@@ -205,7 +290,8 @@ class Cluster:
 
 
 if __name__ == "__main__":
-    cluster = Cluster(Path(sys.argv[1]).resolve())
+    cluster = Cluster(Path(sys.argv[1]).resolve(), nodes=int(sys.argv[2]) if len(sys.argv) > 2 else 1,
+                      port=16835)
     cluster.start()
     print(f"cluster up: export PATH={cluster.bin}:$PATH SLURM_CONF={cluster.conf}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -10,12 +10,14 @@ rule evaluate:
     input:
         summary=train_summary,
         records=records_manifest,
+        index=index_summary,
     output:
         metrics=eval_metrics,
         confusion=report(eval_confusion, category="Evaluation", labels={"plot": "confusion matrix"}),
     params:
         run=lambda wildcards, input: str(Path(input.summary).parent),
         records=lambda wildcards, input: str(Path(input.records).parent),
+        index=lambda wildcards, input: str(Path(input.index).parent),
         config=config_overrides("eval", "data.backend"),
     resources:
         **rule_resources(config, "evaluate"),
@@ -25,8 +27,8 @@ rule evaluate:
         f"{logs}/evaluate.log",
     shell:
         KEEP_LOG
-        + "{resources.launch} python -m effnet evaluate --model {params.run:q} --data {params.records:q} --output {output.metrics:q} "
-        "--confusion-png {output.confusion:q} {params.config} > {log:q} 2>&1"
+        + "{resources.launch} python -m effnet evaluate --model {params.run:q} --data {params.records:q} "
+        "--index {params.index:q} --output {output.metrics:q} --confusion-png {output.confusion:q} {params.config} > {log:q} 2>&1"
 
 
 rule export:

@@ -16,6 +16,7 @@ rule train:
         summary=train_summary,
     params:
         records=lambda wildcards, input: str(Path(input.records).parent),
+        index=lambda wildcards, input: str(Path(input.index).parent),
         out=parent_of_output,
         config=config_overrides("data", "model", "train", "eval.batch_size"),
     threads: workflow.cores
@@ -27,4 +28,5 @@ rule train:
         f"{logs}/train.log",
     shell:
         KEEP_LOG
-        + "{resources.launch} python -m effnet train --data {params.records:q} --output {params.out:q} {params.config} > {log:q} 2>&1"
+        + "{resources.launch} python -m effnet train --data {params.records:q} --index {params.index:q} "
+        "--output {params.out:q} {params.config} > {log:q} 2>&1"

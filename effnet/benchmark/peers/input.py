@@ -63,13 +63,16 @@ def measure(make) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnet import layout
     from effnet.data import build_dataset
+    from effnet.data.index import build_indexes
     from effnet.data.prepare import prepare
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="effnet-peers-input-"))
     if not (work / "rec" / "manifest.json").exists():
         write_images(work / "images", args.images)
         prepare("folders", str(work / "images"), str(work / "rec"), train_shards=4, val_shards=1)
+        build_indexes(work / "rec", work / layout.INDEX)  # what the DALI backend reads the shards through
     files = sorted(str(p) for p in (work / "rec").glob("train-*"))
     jpeg_kb = statistics.mean(p.stat().st_size for p in (work / "images" / "train").rglob("*.jpg")) / 1024
     size, batch = args.image_size, args.batch_size
