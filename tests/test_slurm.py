@@ -238,12 +238,18 @@ def squeue(env: dict, after: int = 0) -> dict[int, tuple[str, str, str]]:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    why = unavailable()
+    yield from _started_cluster(tmp_path_factory, nodes=1)
+
+
+def _started_cluster(tmp_path_factory, nodes: int):
+    """A running cluster of ``nodes`` nodes for this pytest-xdist worker, stopped afterwards (or a skip)."""
+    why = unavailable(nodes)
     if why:
         pytest.skip(why)
-    # one cluster per pytest-xdist worker (gw0, gw1, ...), on its own ports, so the cluster tests run side by side
+    # one cluster per pytest-xdist worker (gw0, gw1, ...) and size, on its own ports, so they run side by side
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
-    cluster = Cluster(tmp_path_factory.mktemp("slurm"), port=16817 + 2 * worker)
+    cluster = Cluster(tmp_path_factory.mktemp(f"slurm{nodes}"), nodes=nodes,
+                      port=16817 + 2 * (worker + 10 * (nodes - 1)))
     try:
         cluster.start()
         yield cluster
@@ -498,16 +504,7 @@ def _signal_train_and_resume(cluster: Cluster, tmp_path: Path, layout: dict, epo
 
 @pytest.fixture(scope="session")
 def two_nodes(tmp_path_factory):
-    why = unavailable(nodes=2)
-    if why:
-        pytest.skip(why)
-    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
-    cluster = Cluster(tmp_path_factory.mktemp("slurm2"), nodes=2, port=16817 + 2 * (worker + 10))
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _started_cluster(tmp_path_factory, nodes=2)
 
 
 @pytest.mark.slow(minutes=4)
