@@ -65,3 +65,14 @@ def _load_checkpoint(model, path: Path, weights: str, summary: dict, run_dir) ->
         if name is None:
             raise UserError(f"{path}: no value for {v.path}: not a checkpoint of this run's model")
         v.assign(arrays[name])
+
+
+def init_weights_file(path: str | Path) -> str:
+    """The file a workflow tracks for ``train.init_from`` (whose change retrains): the weights file, a run's
+    summary (written last) or a checkpoint's state."""
+    path = Path(path)
+    if path.name.startswith(checkpoints.PREFIX):
+        return str(path / checkpoints.STATE)
+    if path.suffix == ".h5":
+        return str(path)
+    return str(path / SUMMARY)

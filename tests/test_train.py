@@ -413,3 +413,46 @@ def test_ema_follows_the_reference_decay():
     np.testing.assert_allclose(ema.averages[0].numpy(), start + (1 - 2 / 11), rtol=1e-6)
     ema.swap()
     np.testing.assert_allclose(kernel.numpy(), start + (1 - 2 / 11), rtol=1e-6)
+
+
+@pytest.mark.slow(minutes=2)
+def test_a_run_starts_from_another_runs_weights_or_checkpoint_and_names_a_layer_that_does_not_fit(records, tmp_path):
+    """train.init_from a run directory (its EMA model) or a checkpoint (its EMA weights): with a learning rate
+    of ~0 the new run ends with exactly those trainable weights; the source's digest is in its summary."""
+    import keras
+
+    from effnet.digests import file_sha256
+
+    first = tmp_path / "first"
+    subprocess.run(train_args(records, first, "--set", "train.epochs=1"), check=True, env=ENV, timeout=HANG_GUARD)
+    ckpt = checkpoints.checkpoints(first / "checkpoints")[-1]
+    _, ckpt_arrays = checkpoints.read(ckpt)
+    ema = keras.models.load_model(first / "ema.keras", compile=False)
+    sources = {"run": (first, {v.path: v.numpy() for v in ema.trainable_variables}, first / "ema.keras"),
+               "checkpoint": (ckpt, {k[4:]: a for k, a in ckpt_arrays.items() if k.startswith("ema/")},
+                              ckpt / checkpoints.STATE)}
+    for kind, (source, expected, digested) in sources.items():
+        out = tmp_path / kind
+        subprocess.run(train_args(records, out, "--set", "train.epochs=1", "--set", "train.lr_init=1e-12",
+                                  "--set", f"train.init_from={source}"), check=True, env=ENV, timeout=HANG_GUARD)
+        start = next(r["data"] for r in log_records(out) if "init_kind" in r["data"])
+        assert (start["init_kind"], start["init_layers_reinitialised"]) == (kind, [])
+        summary = json.loads((out / "train_summary.json").read_text())
+        assert summary["init_sha256"] == file_sha256(digested)
+        final = keras.models.load_model(out / "model.keras", compile=False)
+        for v in final.trainable_variables:
+            np.testing.assert_allclose(v.numpy(), expected[v.path], atol=1e-6, err_msg=f"{kind}: {v.path}")
+    other = subprocess.run(train_args(records, tmp_path / "b0", "--set", "model.arch=efficientnet-b0",
+                                      "--set", f"train.init_from={first}"),
+                           capture_output=True, text=True, env=ENV, timeout=HANG_GUARD)
+    assert other.returncode != 0
+    assert f"{first}: layer stem_conv does not fit" in other.stderr, other.stderr[-2000:]
+
+
+def test_the_starting_weights_count_in_the_fingerprint_by_content_not_path():
+    from effnet.config import load_config
+
+    base = load_config(REPO / "config/config.yaml")
+    moved = load_config(REPO / "config/config.yaml", {"train": {"init_from": "/elsewhere/b0.h5"}})
+    assert recipe.fingerprint(base) == recipe.fingerprint(moved)  # random start: as before the key existed
+    assert recipe.fingerprint(moved, None, "a" * 64) != recipe.fingerprint(moved, None, "b" * 64)

@@ -33,7 +33,7 @@ from effnet.dllog import DLLogger, Verbosity
 from effnet.errors import UserError
 from effnet.evaluation import evaluate, make_eval_step
 from effnet.ranks import World
-from effnet.train import recipe
+from effnet.train import init_weights, recipe
 from effnet.train.lock import hold
 from effnet.train.stop import EXIT_PREEMPTED, StopFlag
 from effnet.train.watchdog import Watchdog
@@ -95,7 +95,8 @@ class Trainer:
         self.classes = manifest["classes"]
         self.image_size = m["image_size"] or native_size(m["arch"])
         self.identity = {"arch": m["arch"], "num_classes": self.num_classes, "image_size": self.image_size}
-        self.recipe = recipe.fingerprint(config, manifest)
+        self.init_sha256 = init_weights.digest(t["init_from"]) if t["init_from"] else None
+        self.recipe = recipe.fingerprint(config, manifest, self.init_sha256)
         self.accum = t["grad_accum_steps"]
         self.global_batch = t["batch_size"] * world.size * self.accum
         probe = self.batches(0, 1, 0)  # also checks that the data fills a batch on every rank
@@ -111,6 +112,8 @@ class Trainer:
                                  dropout=m["dropout"], drop_connect=m["drop_connect"], activation=m["activation"],
                                  batch_norm=m["batch_norm"], weight_init=m["weight_init"],
                                  bn_momentum=m["bn_momentum"], zero_init_residual=m["zero_init_residual"])
+        # before the EMA copies them; a resumed checkpoint then overwrites them
+        self.init = init_weights.load(self.model, m["arch"], t["init_from"]) if t["init_from"] else None
         self.trainable = list(self.model.trainable_variables)
         self.optimizer = recipe.optimizer(t, precision.mixed_float16)
         self.optimizer.build(self.trainable)
@@ -238,6 +241,13 @@ def _log_start(log: DLLogger, trainer: Trainer, world: World) -> None:
                           "updates_per_epoch": trainer.updates_per_epoch,
                           "peak_lr": t["lr_init"] * trainer.global_batch / recipe.REFERENCE_BATCH,
                           "config": trainer.config})
+    if trainer.init:
+        init = trainer.init
+        log.log("PARAMETER", {"init_from": trainer.t["init_from"], "init_kind": init.kind,
+                              "init_sha256": trainer.init_sha256, "init_layers_loaded": init.loaded,
+                              "init_layers_reinitialised": list(init.reinitialised)})
+        if init.note:
+            log.log("PARAMETER", {"init_warning": init.note})
     for metric, unit in (("loss", "nat"), ("top1", "fraction"), ("lr", None), ("img_per_sec", "images/s"),
                          ("eval_loss", "nat"), ("eval_top1", "fraction"), ("eval_top5", "fraction")):
         log.metadata(metric, {"unit": unit} if unit else {})
@@ -414,6 +424,7 @@ def _write_outputs(trainer: Trainer, last: dict, eval_metrics: dict | None, rate
         "resumed_from_step": meta["step"] if meta else None,
         "weights": {"raw": runs.RAW_MODEL, "ema": runs.EMA_MODEL if trainer.ema else None},
         "classes": trainer.classes, "crop_padding": trainer.config["model"]["crop_padding"],
+        "init_from": trainer.t["init_from"], "init_sha256": trainer.init_sha256,
     }
     write_json(out / runs.SUMMARY, summary)
     print(f"train: {out / runs.SUMMARY} ({summary['steps']} steps, "

@@ -126,13 +126,17 @@ BOOKKEEPING = ("log_every", "eval_every", "checkpoint_every", "checkpoint_every_
 RECORDS = ("label_offset", "classes", "splits")
 
 
-def fingerprint(config: dict, manifest: dict | None = None) -> str:
-    """sha256 of what decides a run's steps: the model and train sections, bookkeeping keys left out, and
-    the records trained on (``manifest``, the prepare stage's). A checkpoint resumes only a run with the same
-    fingerprint (``effnet.checkpoints.latest``): new records or a changed key start afresh."""
-    train = {k: v for k, v in config["train"].items() if k not in BOOKKEEPING}
+def fingerprint(config: dict, manifest: dict | None = None, init_sha256: str | None = None) -> str:
+    """sha256 of what decides a run's steps: the model and train sections, bookkeeping keys left out, the
+    records trained on (``manifest``, the prepare stage's) and the starting weights' digest (``train.init_from``
+    by content, not path). A checkpoint resumes only a run with the same fingerprint
+    (``effnet.checkpoints.latest``): new records, new starting weights or a changed key start afresh."""
+    train = {k: v for k, v in config["train"].items() if k not in (*BOOKKEEPING, "init_from")}
     records = {k: manifest[k] for k in RECORDS} if manifest else None
-    blob = json.dumps({"model": config["model"], "train": train, "records": records}, sort_keys=True)
+    decisive = {"model": config["model"], "train": train, "records": records}
+    if init_sha256:  # only then: runs from a random start keep the fingerprint (and checkpoints) they had
+        decisive["init"] = init_sha256
+    blob = json.dumps(decisive, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

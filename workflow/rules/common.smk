@@ -27,6 +27,8 @@ records_manifest = str(RUN_DIR / layout.RECORDS / "manifest.json")
 index_summary = str(RUN_DIR / layout.INDEX / "index.json")
 train_model = str(RUN_DIR / layout.TRAIN / runs.RAW_MODEL)
 train_summary = str(RUN_DIR / layout.TRAIN / runs.SUMMARY)
+# train.init_from as the train stage tracks it (its change retrains): the file, a run's summary, a checkpoint's state
+init_weights = runs.init_weights_file(config["train"]["init_from"]) if config["train"]["init_from"] else []
 eval_metrics = str(RUN_DIR / layout.EVAL_METRICS)
 eval_confusion = str(RUN_DIR / layout.EVAL_CONFUSION)
 export_dir = str(RUN_DIR / layout.EXPORT)

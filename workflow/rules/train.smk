@@ -11,6 +11,7 @@ rule train:
     input:
         records=records_manifest,
         index=index_summary,  # every record's CRCs checked before a GPU hour is spent
+        init=init_weights,
     output:
         model=train_model,
         summary=train_summary,
