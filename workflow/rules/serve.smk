@@ -28,7 +28,8 @@ rule evaluate:
     shell:
         KEEP_LOG
         + "{resources.launch} python -m effnet evaluate --model {params.run:q} --data {params.records:q} "
-        "--index {params.index:q} --output {output.metrics:q} --confusion-png {output.confusion:q} {params.config} > {log:q} 2>&1"
+        "--index {params.index:q} --output {output.metrics:q} --confusion-png {output.confusion:q} "
+        "{params.config} > {log:q} 2>&1"
 
 
 rule export:
