@@ -415,10 +415,11 @@ def test_ema_follows_the_reference_decay():
     np.testing.assert_allclose(kernel.numpy(), start + (1 - 2 / 11), rtol=1e-6)
 
 
-@pytest.mark.slow(minutes=2)
-def test_a_run_starts_from_another_runs_weights_or_checkpoint_and_names_a_layer_that_does_not_fit(records, tmp_path):
+@pytest.mark.slow(minutes=3)
+def test_a_run_starts_from_another_runs_weights_or_checkpoint_frozen_then_not_and_names_a_misfit(records, tmp_path):
     """train.init_from a run directory (its EMA model) or a checkpoint (its EMA weights): with a learning rate
-    of ~0 the new run ends with exactly those trainable weights; the source's digest is in its summary."""
+    of ~0 the new run ends with exactly those trainable weights; the source's digest is in its summary. Frozen
+    epochs leave the backbone bit-identical; after them it moves. Weights of another arch name the layer."""
     import keras
 
     from effnet.digests import file_sha256
@@ -442,6 +443,18 @@ def test_a_run_starts_from_another_runs_weights_or_checkpoint_and_names_a_layer_
         final = keras.models.load_model(out / "model.keras", compile=False)
         for v in final.trainable_variables:
             np.testing.assert_allclose(v.numpy(), expected[v.path], atol=1e-6, err_msg=f"{kind}: {v.path}")
+    # fine-tuning: the first epoch trains the classifier alone (batch norm in inference mode), then everything
+    frozen = tmp_path / "frozen"
+    subprocess.run(train_args(records, frozen, "--set", "train.epochs=2", "--set", "train.freeze_epochs=1",
+                              "--set", "train.checkpoint_every=1", "--set", f"train.init_from={first}"),
+                   check=True, env=ENV, timeout=HANG_GUARD)
+    start = {v.path: v.numpy() for v in ema.variables if v.dtype == "float32"}
+    after_one, after_two = (checkpoints.read(c)[1] for c in checkpoints.checkpoints(frozen / "checkpoints")[-2:])
+    backbone = [path for path in start if not path.startswith("logits")]
+    assert all(np.array_equal(after_one[f"model/{p}"], start[p]) for p in backbone)  # BN statistics included
+    assert not np.array_equal(after_one["model/logits/kernel"], start["logits/kernel"])
+    moved = [p for p in backbone if not np.array_equal(after_two[f"model/{p}"], start[p])]
+    assert len(moved) > len(backbone) / 2, moved
     other = subprocess.run(train_args(records, tmp_path / "b0", "--set", "model.arch=efficientnet-b0",
                                       "--set", f"train.init_from={first}"),
                            capture_output=True, text=True, env=ENV, timeout=HANG_GUARD)

@@ -49,7 +49,7 @@ class Run:
 def shard_indexes(plans: list[RankPlan], index_dir: str | Path) -> dict[str, list[tuple[int, int]]]:
     """The index stage's (offset, size) lines of every shard the plans read, checked against the manifest."""
     indexes = {}
-    for shard in {s for plan in plans for s in plan.files}:
+    for shard in sorted({s for plan in plans for s in plan.files}, key=lambda s: s.path):  # the first one named
         idx = index_path(index_dir, shard.path)
         if not idx.exists():
             raise UserError(f"{idx}: index not found. The DALI backend reads the shards through the index stage's "

@@ -120,8 +120,7 @@ class Trainer:
         self.schedule = recipe.schedule(t, self.global_batch, self.updates_per_epoch)
         self.ema = recipe.EMA(self.model, t["ema_decay"]) if t["ema_decay"] else None
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        self.accumulators = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False)
-                             for v in self.trainable] if self.accum > 1 else []
+        self.accumulators = self._accumulators()
         self.kernels = recipe.decayed_kernels(self.model) if t["optimizer"] != "adamw" else []
         self.loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=t["label_smoothing"])
         self.compression = hvd.Compression.fp16 if precision.mixed_float16 else hvd.Compression.none
@@ -160,6 +159,26 @@ class Trainer:
             self._apply(grads)
         hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
         return loss, hits
+
+    def set_epoch(self, epoch: int) -> None:
+        """Train only the classifier during the first ``train.freeze_epochs`` epochs (the backbone's weights
+        fixed and its batch norm in inference mode, as in Keras' fine-tuning guide and timm), and keep batch norm
+        frozen throughout with ``train.freeze_bn``; the step is traced anew when what trains changes."""
+        frozen = epoch < self.t["freeze_epochs"]
+        for layer in self.model.layers:
+            if layer.name != init_weights.HEAD and layer.weights:
+                norm = isinstance(layer, keras.layers.BatchNormalization)
+                layer.trainable = not (frozen or (norm and self.t["freeze_bn"]))
+        trainable = list(self.model.trainable_variables)
+        if [v.path for v in trainable] != [v.path for v in self.trainable]:
+            self.trainable = trainable
+            self.accumulators = self._accumulators()
+            self.micro_step = tf.function(self._micro_step)
+            self._apply_accumulated = tf.function(self._apply_mean)
+
+    def _accumulators(self) -> list[tf.Variable]:
+        return [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False)
+                for v in self.trainable] if self.accum > 1 else []
 
     def apply_step(self) -> None:
         """Apply the mean of the accumulated micro-steps (with one micro-step per update, it applied itself)."""
@@ -285,8 +304,8 @@ def train(config: dict, data_dir: str, output: str | Path, checkpoint_dir: str |
     keras.utils.set_random_seed(t["seed"])
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else output / runs.CHECKPOINTS
     print(f"rank {world.rank}/{world.size} local_rank {world.local_rank}/{world.local_size} device {world.device} "
-          f"controller {world.controller} "
-          f"precision {precision.policy} xla {precision.jit_compile} tf32 {precision.tf32}", flush=True)
+          f"precision {precision.policy} xla {precision.jit_compile} tf32 {precision.tf32} "
+          f"controller {world.controller}", flush=True)
     trainer = Trainer(config, data_dir, output, checkpoint_dir, world, precision, index_dir)
     log = DLLogger(output / runs.LOG if world.chief else None, stream=sys.stdout if world.chief else None,
                    verbosity=Verbosity.VERBOSE if world.chief else Verbosity.OFF)
@@ -320,6 +339,7 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
     bar = tqdm(total=(epochs * trainer.micro_per_epoch), initial=epoch * trainer.micro_per_epoch + micro,
                unit="batch", disable=not (world.chief and sys.stdout.isatty()), dynamic_ncols=True)
     step = int(trainer.step.numpy())  # then counted here: reading the variable each step would wait for the device
+    trainer.set_epoch(epoch)
     if epoch < epochs:
         stream = trainer.batches(epoch, epochs - epoch, micro)
         seed_base = tf.constant([t["seed"], 0x7EA1], tf.int64)
@@ -353,6 +373,7 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
                 window = {"loss": 0.0, "hits": 0.0, "batches": 0, "start": time.perf_counter()}
             if epoch_done:
                 epoch, micro = epoch + 1, 0
+                trainer.set_epoch(epoch)
                 if eval_step and (epoch % t["eval_every"] == 0 or epoch == epochs):
                     eval_metrics = _evaluate(trainer, eval_step, world, watchdog)
                     log.log((epoch,), {f"eval_{k}": v for k, v in eval_metrics.items()})
