@@ -63,6 +63,13 @@ def slurm_gloo_environment(environ=os.environ) -> dict[str, str]:
     }
 
 
+def source_address(peer: str) -> str:
+    """This host's address on its route towards ``peer`` (an IPv4 address); no packet is sent."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((peer, 9))
+        return s.getsockname()[0]
+
+
 def gloo_interface(peer: str) -> str:
     """The name of the network interface that holds this host's address towards ``peer`` (an IPv4 address).
 
@@ -70,9 +77,7 @@ def gloo_interface(peer: str) -> str:
     hostname resolves to (127.0.1.1 on many images, which ranks on other nodes cannot reach)."""
     import psutil
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # no packet is sent: the route's source address
-        s.connect((peer, 9))
-        source = s.getsockname()[0]
+    source = source_address(peer)
     for name, addresses in psutil.net_if_addrs().items():
         if any(a.family == socket.AF_INET and a.address == source for a in addresses):
             return name

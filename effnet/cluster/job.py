@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from effnet.cluster import ledger
+from effnet.ranks import source_address
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT)
 # How long srun lets the other ranks run once one has exited. Not --kill-on-bad-exit: ranks that leave together
@@ -126,9 +127,7 @@ def _address_towards(hosts: list[str], me: str) -> str:
     others = [h for h in hosts if h != me]
     if not others:
         return "127.0.0.1"
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # no packet is sent: the route's source address
-        s.connect((node_address(others[0]), 9))
-        return s.getsockname()[0]
+    return source_address(node_address(others[0]))
 
 
 def gloo_rendezvous(args: argparse.Namespace, environ: dict) -> object:

@@ -165,10 +165,13 @@ class Stream:
 
     def _epoch(self, i: int) -> list[Run]:
         plan = self.plans[i]
-        epoch = self.first_epoch + i
-        return reading_order(plan, self.indexes, shuffle_seed=derive_seed(self.seed, epoch, self.rank, 1)
-                             if self.training else None, records=plan.steps * self.batch_size
-                             if self.training else plan.examples, skip=self.skip * self.batch_size if i == 0 else 0)
+        if self.training:  # whole batches, shuffled per epoch and rank
+            shuffle_seed = derive_seed(self.seed, self.first_epoch + i, self.rank, 1)
+            records = plan.steps * self.batch_size
+        else:  # every example once, in order (the reader wraps around into the padding)
+            shuffle_seed, records = None, plan.examples
+        skip = self.skip * self.batch_size if i == 0 else 0
+        return reading_order(plan, self.indexes, shuffle_seed=shuffle_seed, records=records, skip=skip)
 
     def _groups(self):
         """(first plan, runs, batches) of each pipeline: consecutive epochs within MAX_INDEX_FILES."""

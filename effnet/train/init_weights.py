@@ -46,7 +46,7 @@ def load(model, arch: str, path: str | Path) -> InitReport:
         raise UserError(f"train.init_from: {path}: no such file or directory")
     if path.is_dir() and path.name.startswith(checkpoints.PREFIX):
         run_dir = path.parent.parent
-        source, kind, note = _layers(runs.load_model(run_dir, _ours_kind(run_dir, path), path)), "checkpoint", ""
+        source, kind, note = _layers(runs.load_model(run_dir, _ours_kind(run_dir), path)), "checkpoint", ""
     elif path.is_dir():
         source, kind, note = _layers(runs.load_model(path, _ours_kind(path))), "run", ""
     elif path.name.endswith(".h5"):
@@ -86,11 +86,8 @@ def digest(path: str | Path) -> str:
     return file_sha256(path)
 
 
-def _ours_kind(run_dir: Path, checkpoint: Path | None = None) -> str:
-    """EMA weights when the run kept them, raw ones otherwise."""
-    if checkpoint is not None:
-        _, arrays = checkpoints.read(checkpoint)
-        return "ema" if any(name.startswith("ema/") for name in arrays) else "raw"
+def _ours_kind(run_dir: Path) -> str:
+    """EMA weights when the run kept them (then its checkpoints hold them too), raw ones otherwise."""
     return "ema" if (run_dir / runs.EMA_MODEL).exists() else "raw"
 
 

@@ -112,7 +112,8 @@ class Trainer:
                                  dropout=m["dropout"], drop_connect=m["drop_connect"], activation=m["activation"],
                                  batch_norm=m["batch_norm"], weight_init=m["weight_init"],
                                  bn_momentum=m["bn_momentum"], zero_init_residual=m["zero_init_residual"])
-        # before the EMA copies them; a resumed checkpoint then overwrites them
+        # before the EMA copies them; a resumed checkpoint then overwrites them. Every rank loads (a bad file stops
+        # them all at once, rather than rank 0 alone while the others wait in the broadcast)
         self.init = init_weights.load(self.model, m["arch"], t["init_from"]) if t["init_from"] else None
         self.trainable = list(self.model.trainable_variables)
         self.optimizer = recipe.optimizer(t, precision.mixed_float16)
