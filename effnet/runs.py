@@ -76,3 +76,12 @@ def init_weights_file(path: str | Path) -> str:
     if path.suffix == ".h5":
         return str(path)
     return str(path / SUMMARY)
+
+
+def init_weights_home(path: str | Path) -> Path:
+    """What ``train.init_from`` reads within: a weights file's directory, the run directory (a checkpoint's
+    run holds the model its arrays fill)."""
+    path = Path(path)
+    if path.name.startswith(checkpoints.PREFIX):
+        return path.parent.parent
+    return path.parent if path.suffix == ".h5" else path

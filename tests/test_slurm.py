@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,6 +102,12 @@ def test_launch_lines_and_container_options(tmp_path):
     assert requests.container_options(moved, workdir=str(REPO))[1] == (
         f"--container-mounts=/lustre/imagenet:/data,{REPO}:{REPO},{tmp_path}/run:{tmp_path}/run,"
         "/data/imagenet:/data/imagenet")
+    # the starting weights' directory (a checkpoint's: its run's) too
+    for init_from, home in (("/w/efficientnetb0.h5", "/w"), ("/runs/a/train/checkpoints/ckpt-3", "/runs/a/train"),
+                            (str(tmp_path / "run/first"), None)):
+        config["train"]["init_from"] = init_from
+        mounts = requests.container_options(config, workdir=str(REPO))[1].split(",")
+        assert mounts[-1] == (f"{home}:{home}" if home else f"{tmp_path}/run:{tmp_path}/run")
     args = job.parse_args(shlex.split(requests.launch_prefix(config, "train", workdir=str(REPO)))[2:]
                              + ["python", "-m", "effnet", "train"])
     assert job.srun_command(args) == [
@@ -459,15 +466,14 @@ def test_demo_dag_on_slurm_with_pyxis_a_time_limit_resume_and_a_killed_rank(clus
     assert {j: sorted(t) for j, t in by_job.items()} == {j: [0, 1] for j in train_jobs}  # one srun of 2 ranks each
 
 
-def _signal_train_and_resume(cluster: Cluster, tmp_path: Path, layout: dict, epochs: int) -> tuple[Path, dict]:
-    """The train rule through the SLURM profile with the cluster section's ``layout``: its job is sent SIGUSR1
-    (``scancel -s USR1`` signals every step of a job but the batch shell, as sbatch --signal does) once it has
-    logged 3 steps; Snakemake must resubmit it and the new job resume from the checkpoint the signal asked for.
-    The run directory and its train summary."""
-    run = tmp_path / "run"
-    override = _write(tmp_path / "override.yaml", {
+def _train_on_slurm(cluster: Cluster, run: Path, layout: dict, epochs: int, interrupt: bool) -> dict:
+    """The train rule (and the data stages it needs) through the SLURM profile with the cluster section's
+    ``layout``. With ``interrupt``, its job is sent SIGUSR1 (``scancel -s USR1`` signals every step of a job but the
+    batch shell, as sbatch --signal does) once it has logged 3 steps; Snakemake must resubmit it and the new job
+    resume from the checkpoint the signal asked for. The train summary."""
+    override = _write(run.parent / f"override-{layout['mpi']}.yaml", {
         "run_dir": str(run), "data": {"demo_images_per_class": 12}, "model": {"arch": TEST_ARCH},
-        "train": {"epochs": epochs, "eval_every": None, "log_every": 1, "checkpoint_every": 100},
+        "train": {"epochs": epochs, "eval_every": None, "log_every": 1, "checkpoint_every": epochs // 2},
         "cluster": {**layout, "jobs": {"train": {"runtime": 30, "cpus": 2 // len(cluster.node_names) or 1,
                                                  "mem_mb": 4000}}},
     })
@@ -480,26 +486,28 @@ def _signal_train_and_resume(cluster: Cluster, tmp_path: Path, layout: dict, epo
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + HANG_GUARD
-        while proc.poll() is None and time.monotonic() < deadline and not (
+        while interrupt and proc.poll() is None and time.monotonic() < deadline and not (
                 log.exists() and sum(isinstance(r.get("step"), list) for r in read_records(log)) >= 3):
             time.sleep(0.5)
-        (job,) = [j for j, (rule, _, state) in squeue(env, before).items()
-                  if rule == "rule_train" and state == "RUNNING"]
-        signalled = time.time()
-        subprocess.run(["scancel", "--signal=USR1", str(job)], env=env, check=True)
+        if interrupt:
+            (job,) = [j for j, (rule, _, state) in squeue(env, before).items()
+                      if rule == "rule_train" and state == "RUNNING"]
+            signalled = time.time()
+            subprocess.run(["scancel", "--signal=USR1", str(job)], env=env, check=True)
         out, _ = proc.communicate(timeout=HANG_GUARD)
     finally:
         proc.kill()
     assert proc.returncode == 0, f"{out[-6000:]}\n{cluster.logs()}"
     jobs = squeue(env, after=before)
     train_jobs = sorted(j for j, (rule, _, _) in jobs.items() if rule == "rule_train")
-    assert train_jobs[0] == job and len(train_jobs) == 2 and jobs[train_jobs[1]][2] == "COMPLETED"
+    assert len(train_jobs) == 1 + interrupt and jobs[train_jobs[-1]][2] == "COMPLETED"
     summary = json.loads((run / "train/train_summary.json").read_text())
-    assert stop_steps(run) == [summary["resumed_from_step"]]
-    assert 3 <= summary["resumed_from_step"] < summary["steps"]
-    stopped = next(r for r in read_records(log) if "checkpoint_step" in r.get("data", {}))
-    print(f"{layout}: {float(stopped['timestamp']) - signalled:.1f} s from the signal to the saved checkpoint")
-    return run, summary
+    if interrupt:
+        assert train_jobs[0] == job and stop_steps(run) == [summary["resumed_from_step"]]
+        assert 3 <= summary["resumed_from_step"] < summary["steps"]
+        stopped = next(r for r in read_records(log) if "checkpoint_step" in r.get("data", {}))
+        print(f"{layout}: {float(stopped['timestamp']) - signalled:.1f} s from the signal to the saved checkpoint")
+    return summary
 
 
 @pytest.fixture(scope="session")
@@ -507,18 +515,24 @@ def two_nodes(tmp_path_factory):
     yield from _started_cluster(tmp_path_factory, nodes=2)
 
 
-@pytest.mark.slow(minutes=4)
-@pytest.mark.parametrize("mpi", ["none", "pmix"])
-def test_two_ranks_on_two_nodes_train_alike_stop_together_and_resume(two_nodes, tmp_path, mpi):
+@pytest.mark.slow(minutes=6)
+def test_two_ranks_on_two_nodes_train_alike_in_both_launch_modes_and_resume_after_a_signal(two_nodes, tmp_path):
     """One rank on each of two nodes (network namespaces: the ranks meet over a network, not loopback), started
-    both ways a site starts them: srun --mpi=pmix with Horovod's MPI controller (as the production image), and
-    srun --mpi=none with a gloo rendezvous the job starts. Both ranks stop at the signal's step, every
-    checkpoint holds weights both ranks found equal, and the retry resumes."""
-    run, summary = _signal_train_and_resume(two_nodes, tmp_path, {"nodes": 2, "gpus_per_node": 0, "mpi": mpi},
-                                            epochs=16)
-    assert summary["world_size"] == 2
-    digests = [json.loads(meta.read_text())["weights_digests"] for meta in sorted(run.glob("train/**/meta.json"))]
-    assert digests and all(len(d) == 2 and d[0] == d[1] for d in digests), digests
-    out = "".join(p.read_text() for p in sorted((run / "logs").glob("train.log.*")))
-    assert out.count("rank 1/2 local_rank 0/1") == 2, out  # one rank per node, in both jobs
-    assert out.count("controller mpi" if mpi == "pmix" else "controller gloo") == 4, out
+    both ways a site starts them: srun --mpi=none with a gloo rendezvous the job starts, then (the same run's
+    records, trained again) srun --mpi=pmix with Horovod's MPI controller, as the production image, signalled
+    mid-run: both ranks stop at the signal's step and the retry resumes. Every checkpoint holds weights both
+    ranks found equal."""
+    run = tmp_path / "run"
+    for mpi in ("none", "pmix"):
+        summary = _train_on_slurm(two_nodes, run, {"nodes": 2, "gpus_per_node": 0, "mpi": mpi}, epochs=16,
+                                  interrupt=mpi == "pmix")
+        assert summary["world_size"] == 2
+        digests = [json.loads(meta.read_text())["weights_digests"] for meta in sorted(run.glob("train/**/meta.json"))]
+        assert digests and all(len(d) == 2 and d[0] == d[1] for d in digests), digests
+        logs = sorted((run / "logs").glob("train.log.*"))
+        out = "".join(p.read_text() for p in logs)
+        assert out.count("rank 1/2 local_rank 0/1") == len(logs), out  # one rank per node, in every job
+        assert out.count("controller mpi" if mpi == "pmix" else "controller gloo") == 2 * len(logs), out
+        shutil.rmtree(run / "train")  # the next mode trains anew
+        for path in logs:
+            path.unlink()

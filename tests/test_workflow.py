@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -49,6 +50,24 @@ def test_a_preset_means_what_it_says_and_an_override_file_changes_one_nested_key
     assert "image_size: null" in train and "arch: efficientnet-b0" in train and "batch_size: 1024" in train
     assert "epochs: 3," in train and "lr_init: 0.005" in train and "demo_images_per_class: 40" in train
     assert "rule infer:" not in out  # a tfrecords source has no image files to predict
+
+
+def test_the_finetune_preset_plans_its_weights_file_into_train_and_names_a_missing_one(tmp_path):
+    weights = tmp_path / "efficientnetb0_notop.h5"
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+    override = tmp_path / "mine.yaml"
+    override.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "data": {"input": str(tmp_path / "images")},
+                                        "train": {"init_from": str(weights)}}))
+    missing = snakemake("all", "-n", "--configfile", "config/finetune.yaml", str(override))
+    assert missing.returncode != 0 and str(weights) in missing.stdout + missing.stderr
+    weights.write_bytes(b"")  # planning reads no weights
+    proc = snakemake("all", "-n", "-p", "--configfile", "config/finetune.yaml", str(override))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert re.search(rf"rule train:\n\s+input: .*{re.escape(str(weights))}", out)
+    train = next(line for line in out.splitlines() if "python -m effnet train" in line)
+    assert f"init_from: {weights}" in train and "freeze_epochs: 3" in train and "unfrozen_lr_scale: 0.1" in train
 
 
 @pytest.mark.slow(minutes=3)
@@ -105,6 +124,19 @@ def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
     changed.write_text("train: {label_smoothing: 0.2}\n")
     assert planned(*configs, str(changed)) == {"train", "evaluate", "export", "infer", "benchmark_train",
                                                "benchmark_inference", "report", "all", "total"}
+    # Fine-tuning from a copy of this run: its summary is an input of train, which reruns when it changes.
+    pretrained = tmp_path / "pretrained"
+    shutil.copytree(run / "train", pretrained)
+    changed.write_text(yaml.safe_dump({"train": {"init_from": str(pretrained), "freeze_epochs": 1}}))
+    plan = snakemake("train", "-n", *configs, str(changed))
+    assert re.search(rf"rule train:\n\s+input: .*{re.escape(str(pretrained / 'train_summary.json'))}", plan.stdout)
+    tuned = snakemake("train", *configs, str(changed))
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    start = next(r["data"] for r in read_records(run / "train/train.dllog.json") if "init_kind" in r["data"])
+    assert (start["init_kind"], start["init_layers_reinitialised"]) == ("run", [])
+    assert "train" not in planned(*configs, str(changed))
+    os.utime(pretrained / "train_summary.json")  # new weights under the same path
+    assert planned(*configs, str(changed)) >= {"train", "evaluate", "export", "infer", "report"}
 
 
 def check_benchmarks_and_report(run):

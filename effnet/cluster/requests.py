@@ -13,7 +13,7 @@ import os
 import shlex
 from pathlib import Path
 
-from effnet import layout
+from effnet import layout, runs
 
 # the workflow and the package live in one checkout (an editable install): the job runs this entry point
 REPO = Path(__file__).resolve().parents[2]
@@ -118,9 +118,10 @@ def container_options(config: dict, workdir: str | None = None) -> list[str]:
     """Pyxis options for every srun that starts a stage; [] without a configured image.
 
     Mounted at their own paths (so every path on a command line holds inside): the configured
-    container_mounts, then the repository, Snakemake's working directory, run_dir and the data input, unless
-    a configured mount already shows it at its own path (``/lustre/imagenet:/data`` does not: a run_dir
-    ``/data/runs/x`` inside would be /lustre/imagenet/runs/x on the host, not the /data/runs/x Snakemake sees).
+    container_mounts, then the repository, Snakemake's working directory, run_dir, the data input and what
+    ``train.init_from`` reads (``runs.init_weights_home``), unless a configured mount already shows it at its
+    own path (``/lustre/imagenet:/data`` does not: a run_dir ``/data/runs/x`` inside would be
+    /lustre/imagenet/runs/x on the host, not the /data/runs/x Snakemake sees).
     """
     cluster = config["cluster"]
     if not cluster["container_image"]:
@@ -128,7 +129,9 @@ def container_options(config: dict, workdir: str | None = None) -> list[str]:
     workdir = workdir or os.getcwd()
     mounts = cluster["container_mounts"].split(",") if cluster["container_mounts"] else []
     covered = [parts[0] for parts in (m.split(":") for m in mounts) if len(parts) == 1 or parts[0] == parts[1]]
-    for path in (str(REPO), workdir, config["run_dir"], config["data"].get("input")):
+    init_from = config["train"]["init_from"]
+    init_home = str(runs.init_weights_home(init_from)) if init_from else None
+    for path in (str(REPO), workdir, config["run_dir"], config["data"].get("input"), init_home):
         if not path:
             continue
         path = os.path.normpath(os.path.join(workdir, path))

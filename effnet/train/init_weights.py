@@ -45,7 +45,7 @@ def load(model, arch: str, path: str | Path) -> InitReport:
     if not path.exists():
         raise UserError(f"train.init_from: {path}: no such file or directory")
     if path.is_dir() and path.name.startswith(checkpoints.PREFIX):
-        run_dir = path.parent.parent
+        run_dir = runs.init_weights_home(path)
         source, kind, note = _layers(runs.load_model(run_dir, _ours_kind(run_dir), path)), "checkpoint", ""
     elif path.is_dir():
         source, kind, note = _layers(runs.load_model(path, _ours_kind(path))), "run", ""

@@ -23,13 +23,16 @@ REFERENCE_BATCH = 128
 
 
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to ``peak`` over ``warmup_steps``, then ``decay`` until ``total_steps``."""
+    """Linear warmup from 0 to ``peak`` over ``warmup_steps``, then ``decay`` until ``total_steps``; from
+    ``scaled_from`` on (fine-tuning: the step the backbone unfreezes at) times ``scale``."""
 
     def __init__(self, peak: float, warmup_steps: int, total_steps: int, decay: str, steps_per_epoch: int,
-                 decay_rate: float = 0.97, decay_epochs: float = 2.4) -> None:
+                 decay_rate: float = 0.97, decay_epochs: float = 2.4, scaled_from: int = 0,
+                 scale: float = 1.0) -> None:
         self.peak, self.warmup_steps, self.total_steps = float(peak), int(warmup_steps), int(total_steps)
         self.decay, self.steps_per_epoch = decay, int(steps_per_epoch)
         self.decay_rate, self.decay_epochs = float(decay_rate), float(decay_epochs)
+        self.scaled_from, self.scale = int(scaled_from), float(scale)
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
@@ -42,18 +45,23 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             decayed = self.peak * self.decay_rate ** (after / (self.decay_epochs * self.steps_per_epoch))
         else:
             decayed = tf.constant(self.peak)
-        return tf.where(step < self.warmup_steps, warmup, decayed)
+        lr = tf.where(step < self.warmup_steps, warmup, decayed)
+        return tf.where(step < self.scaled_from, lr, lr * self.scale)
 
     def get_config(self) -> dict:
         return dict(peak=self.peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps, decay=self.decay,
-                    steps_per_epoch=self.steps_per_epoch, decay_rate=self.decay_rate, decay_epochs=self.decay_epochs)
+                    steps_per_epoch=self.steps_per_epoch, decay_rate=self.decay_rate, decay_epochs=self.decay_epochs,
+                    scaled_from=self.scaled_from, scale=self.scale)
 
 
 def schedule(train: dict, global_batch: int, steps_per_epoch: int) -> WarmupSchedule:
-    """The run's learning-rate schedule by optimizer step."""
+    """The run's learning-rate schedule by optimizer step (times ``unfrozen_lr_scale`` once a frozen
+    backbone trains)."""
     return WarmupSchedule(train["lr_init"] * global_batch / REFERENCE_BATCH,
                           round(train["lr_warmup_epochs"] * steps_per_epoch), train["epochs"] * steps_per_epoch,
-                          train["lr_decay"], steps_per_epoch, train["lr_decay_rate"], train["lr_decay_epochs"])
+                          train["lr_decay"], steps_per_epoch, train["lr_decay_rate"], train["lr_decay_epochs"],
+                          train["freeze_epochs"] * steps_per_epoch,
+                          train["unfrozen_lr_scale"] if train["freeze_epochs"] else 1.0)
 
 
 def optimizer(train: dict, mixed_float16: bool) -> keras.optimizers.Optimizer:

@@ -1,15 +1,16 @@
-"""``python -m effnet.benchmark.peers {step,input,reader,data,serve,accuracy}``: how ours compares with peers."""
+"""``python -m effnet.benchmark.peers WHAT`` (step, input, reader, data, serve, accuracy, keras-fit, finetune): how ours
+compares with peers."""
 import argparse
 import sys
 
-from effnet.benchmark.peers import accuracy, data, reader, serve, step
+from effnet.benchmark.peers import accuracy, data, finetune, reader, serve, step
 from effnet.benchmark.peers import input as input_peers
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m effnet.benchmark.peers", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
-    for comparison in (step, input_peers, reader, data, serve, accuracy):
+    for comparison in (step, input_peers, reader, data, serve, accuracy, finetune):
         comparison.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
