@@ -64,6 +64,22 @@ def test_a_notop_file_leaves_the_head_new(tmp_path):
     assert init_weights.load(ours, "efficientnet-b0", path).reinitialised == ("logits",)
 
 
+def test_a_run_of_other_classes_gives_its_backbone_and_no_classifier(tmp_path):
+    """One of our runs: the same class count of other class names re-initialises the classifier alone."""
+    import json
+
+    source = build_model("efficientnet-test", num_classes=3, image_size=SIZE)
+    source.save(tmp_path / "ema.keras")
+    (tmp_path / "train_summary.json").write_text(json.dumps({"classes": ["cat", "dog", "owl"]}))
+    for classes, fresh in ((["cat", "dog", "owl"], ()), (["ant", "bee", "fly"], ("logits",))):
+        ours = build_model("efficientnet-test", num_classes=3, image_size=SIZE)
+        report = init_weights.load(ours, "efficientnet-test", tmp_path, classes)
+        assert (report.kind, report.reinitialised) == ("run", fresh)
+        kernel = [model.get_layer("logits").get_weights()[0] for model in (source, ours)]
+        assert np.array_equal(*kernel) == (not fresh)
+        assert np.array_equal(*(model.get_layer("stem_conv").get_weights()[0] for model in (source, ours)))
+
+
 def test_another_arch_or_a_file_of_neither_kind_is_named(tmp_path):
     _, path = keras_file(tmp_path, "efficientnet-b0", ".weights.h5")
     ours = build_model("efficientnet-b2", num_classes=1000, image_size=SIZE)

@@ -67,7 +67,7 @@ def test_the_finetune_preset_plans_its_weights_file_into_train_and_names_a_missi
     assert proc.returncode == 0, out[-3000:]
     assert re.search(rf"rule train:\n\s+input: .*{re.escape(str(weights))}", out)
     train = next(line for line in out.splitlines() if "python -m effnet train" in line)
-    assert f"init_from: {weights}" in train and "freeze_epochs: 3" in train and "unfrozen_lr_scale: 0.1" in train
+    assert f"init_from: {weights}" in train and "freeze_epochs: 1" in train and "lr_init: 0.016" in train
 
 
 @pytest.mark.slow(minutes=3)

@@ -8,8 +8,9 @@ Accepted sources:
 
 Our EfficientNet is keras.applications' layer for layer (its "same" padding equals their explicit padding
 plus "valid"), so variables are matched by structure: the file's layer of the same block and role. Every layer
-of the model is accounted for: loaded, or, for the classifier when the class count differs or the file has no
-top, re-initialised and named. Any other shape that differs (another arch) stops with the layer's name.
+of the model is accounted for: loaded, or, for the classifier when the class count differs, the file has no top
+or one of our runs trained other classes (by name), re-initialised and named. Any other shape that differs
+(another arch) stops with the layer's name.
 """
 from __future__ import annotations
 
@@ -39,16 +40,19 @@ class InitReport:
     note: str = ""
 
 
-def load(model, arch: str, path: str | Path) -> InitReport:
-    """Set ``model``'s weights (an ``arch`` model of ours) from ``path``; see the module docstring."""
+def load(model, arch: str, path: str | Path, classes: list[str] | None = None) -> InitReport:
+    """Set ``model``'s weights (an ``arch`` model of ours, for ``classes``) from ``path``; see the module
+    docstring."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"train.init_from: {path}: no such file or directory")
-    if path.is_dir() and path.name.startswith(checkpoints.PREFIX):
+    if path.is_dir():
         run_dir = runs.init_weights_home(path)
-        source, kind, note = _layers(runs.load_model(run_dir, _ours_kind(run_dir), path)), "checkpoint", ""
-    elif path.is_dir():
-        source, kind, note = _layers(runs.load_model(path, _ours_kind(path))), "run", ""
+        checkpoint = path if path.name.startswith(checkpoints.PREFIX) else None
+        source, note = _layers(runs.load_model(run_dir, _ours_kind(run_dir), checkpoint)), ""
+        kind = "checkpoint" if checkpoint else "run"
+        if classes is not None and runs.load_summary(run_dir)["classes"] != list(classes):
+            source.pop(HEAD)  # the same count of other classes: a classifier for them starts afresh
     elif path.name.endswith(".h5"):
         source, note = _keras_application(path, arch, model)
         kind = "keras.applications"
@@ -66,7 +70,7 @@ def load(model, arch: str, path: str | Path) -> InitReport:
             layer.set_weights(arrays)
             loaded += 1
         elif layer.name == HEAD:
-            fresh.append(layer.name)  # another class count, or a file without its top
+            fresh.append(layer.name)  # other classes, or a file without its top
         else:
             raise UserError(f"train.init_from: {path}: layer {layer.name} does not fit: the model's shapes are "
                             f"{wanted}, the {kind}'s {found or 'missing'} (weights of another arch?)")

@@ -114,7 +114,7 @@ class Trainer:
                                  bn_momentum=m["bn_momentum"], zero_init_residual=m["zero_init_residual"])
         # before the EMA copies them; a resumed checkpoint then overwrites them. Every rank loads (a bad file stops
         # them all at once, rather than rank 0 alone while the others wait in the broadcast)
-        self.init = init_weights.load(self.model, m["arch"], t["init_from"]) if t["init_from"] else None
+        self.init = init_weights.load(self.model, m["arch"], t["init_from"], self.classes) if t["init_from"] else None
         self.trainable = list(self.model.trainable_variables)
         self.optimizer = recipe.optimizer(t, precision.mixed_float16)
         self.optimizer.build(self.trainable)

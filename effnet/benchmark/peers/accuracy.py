@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import subprocess
 import sys
 import tempfile
@@ -26,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from effnet.benchmark.peers.options import add_timing
+from effnet.benchmark.peers.seeds import REPO, compare, train_ours
 
-REPO = Path(__file__).resolve().parents[3]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
 # keras.applications B0 + model.fit: (optimizer, label smoothing) per peer
@@ -41,8 +40,9 @@ def _save(folder: Path, name: str, pixels: np.ndarray, size: int) -> None:
     Image.fromarray(pixels).convert("RGB").resize((size, size), Image.BILINEAR).save(folder / name, quality=95)
 
 
-def write_digits(root: Path, size: int, seed: int = 0) -> None:
-    """The digits as ``root/{train,val}/<digit>/*.jpg`` (80/20 per class), upscaled to ``size`` px."""
+def write_digits(root: Path, size: int, seed: int = 0, train_per_class: int | None = None) -> None:
+    """The digits as ``root/{train,val}/<digit>/*.jpg`` (80/20 per class; the first ``train_per_class`` of the
+    80 when given), upscaled to ``size`` px."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -50,7 +50,7 @@ def write_digits(root: Path, size: int, seed: int = 0) -> None:
     for label in range(10):
         indices = rng.permutation(np.flatnonzero(digits.target == label))
         cut = int(0.8 * len(indices))
-        for split, part in (("train", indices[:cut]), ("val", indices[cut:])):
+        for split, part in (("train", indices[:cut][:train_per_class]), ("val", indices[cut:])):
             for i in part:
                 _save(root / split / str(label), f"{i:04d}.jpg", (digits.images[i] * (255 / 16)).astype(np.uint8),
                       size)
@@ -102,12 +102,6 @@ def keras_fit(records: Path, size: int, batch: int, epochs: int, crop_padding: i
     return float(np.mean(model.predict(vx, verbose=0).argmax(1) == vy))
 
 
-def _timed(command: list[str]) -> tuple[str, float]:
-    start = time.perf_counter()
-    out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
-    return out, time.perf_counter() - start
-
-
 def _records(work: Path, dataset: str, args: argparse.Namespace) -> Path:
     from effnet.data.prepare import prepare
 
@@ -123,34 +117,32 @@ def _records(work: Path, dataset: str, args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnet.config import load_config
+
     work = Path(args.workdir or tempfile.mkdtemp(prefix="effnet-peers-accuracy-"))
     size, batch, epochs = args.image_size, args.batch_size, args.epochs
     sets = [f"model.image_size={size}", f"train.batch_size={batch}", f"train.epochs={epochs}",
             f"train.eval_every={epochs}", f"train.log_every={10 ** 6}", "data.backend=tfdata"] + args.set
+    crop_padding = load_config(args.config)["model"]["crop_padding"]
     for dataset in args.datasets:
         records = _records(work, dataset, args)
-        results = {side: [] for side in ("ours", *PEERS)}
-        for seed in args.seeds:
-            out = work / f"{dataset}-ours-seed{seed}-{time.time_ns()}"
-            _, wall = _timed([sys.executable, "-m", "effnet", "train", "--config", args.config, "--data", str(records),
-                              "--output", str(out), *(a for s in [*sets, f"train.seed={seed}"] for a in ("--set", s))])
-            summary = json.loads((out / "train_summary.json").read_text())
-            results["ours"].append((summary["eval"]["top1"], wall))
-            for peer in PEERS:
-                printed, wall = _timed([sys.executable, "-m", "effnet.benchmark.peers", "keras-fit", peer, str(records),
-                                        "--image-size", str(size), "--batch-size", str(batch), "--epochs", str(epochs),
-                                        "--crop-padding", str(summary["crop_padding"]), "--seed", str(seed)])
-                results[peer].append((float(printed.split()[-1]), wall))
-            for side, runs in results.items():
-                print(f"{dataset} seed {seed}  {side:17s} top-1 {runs[-1][0]:.3f}  wall {runs[-1][1]:6.1f} s",
-                      flush=True)
-        print(f"\n{dataset}, {size} px, batch {batch}, {epochs} epochs, from scratch, seeds {args.seeds} "
-              f"(whole processes):")
-        for side, runs in results.items():
-            top1, wall = np.array(runs).T
-            spread = (lambda a: a.std(ddof=1) if len(a) > 1 else 0.0)
-            print(f"  {side:17s} top-1 {top1.mean():.3f} +- {spread(top1):.3f}   wall {wall.mean():6.1f} +- "
-                  f"{spread(wall):5.1f} s   runs: {', '.join(f'{t:.3f}' for t in top1)}")
+
+        def ours(seed: int, records=records, dataset=dataset) -> tuple[float, float]:
+            return train_ours(args.config, records, work / f"{dataset}-ours-seed{seed}-{time.time_ns()}",
+                              sets + [f"train.seed={seed}"])
+
+        def peer(name: str, records=records):
+            def fit(seed: int) -> tuple[float, float]:
+                start = time.perf_counter()
+                printed = subprocess.run(
+                    [sys.executable, "-m", "effnet.benchmark.peers", "keras-fit", name, str(records), "--image-size",
+                     str(size), "--batch-size", str(batch), "--epochs", str(epochs), "--crop-padding",
+                     str(crop_padding), "--seed", str(seed)], check=True, stdout=subprocess.PIPE, text=True).stdout
+                return float(printed.split()[-1]), time.perf_counter() - start
+            return fit
+
+        compare(args.seeds, {"ours": ours, **{name: peer(name) for name in PEERS}},
+                f"{dataset}, {size} px, batch {batch}, {epochs} epochs, from scratch (whole processes)")
     return 0
 
 
