@@ -131,12 +131,15 @@ def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
     changed.write_text(yaml.safe_dump({"train": {"init_from": str(pretrained), "freeze_epochs": 1}}))
     plan = snakemake("train", "-n", *configs, str(changed))
     assert re.search(rf"rule train:\n\s+input: .*{re.escape(str(pretrained / 'train_summary.json'))}", plan.stdout)
-    tuned = snakemake("train", *configs, str(changed))
+    evaluated = (run / "evaluate/metrics.json").stat().st_mtime_ns
+    tuned = snakemake("evaluate", *configs, str(changed))  # and evaluate takes the fine-tuned run as any other
     assert tuned.returncode == 0, tuned.stderr[-3000:]
+    assert (run / "evaluate/metrics.json").stat().st_mtime_ns > evaluated
+    assert json.loads((run / "evaluate/metrics.json").read_text())["examples"] == 50
     records = read_records(run / "train/train.dllog.json")
     start = next(r["data"] for r in records if "init_kind" in r.get("data", {}))
     assert (start["init_kind"], start["init_layers_reinitialised"]) == ("run", [])
-    assert "train" not in planned(*configs, str(changed))
+    assert not {"train", "evaluate"} & planned(*configs, str(changed))
     summary = json.loads((pretrained / "train_summary.json").read_text())  # new weights under the same path
     (pretrained / "train_summary.json").write_text(json.dumps({**summary, "steps": summary["steps"] + 1}))
     assert planned(*configs, str(changed)) >= {"train", "evaluate", "export", "infer", "report"}
