@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from effnet.benchmark.peers.options import add_timing
-from effnet.benchmark.peers.seeds import REPO, compare, train_ours
+from effnet.benchmark.peers.seeds import REPO, compare, prepared, timed, train_ours
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
@@ -102,18 +102,10 @@ def keras_fit(records: Path, size: int, batch: int, epochs: int, crop_padding: i
     return float(np.mean(model.predict(vx, verbose=0).argmax(1) == vy))
 
 
-def _records(work: Path, dataset: str, args: argparse.Namespace) -> Path:
-    from effnet.data.prepare import prepare
-
-    records = work / f"{dataset}-rec"
-    if not (records / "manifest.json").exists():
-        images = work / dataset
-        if dataset == "digits":
-            write_digits(images, args.image_size)
-        else:
-            write_fashion_mnist(images, args.image_size, args.per_class)
-        prepare("folders", str(images), str(records), train_shards=2, val_shards=1, workers=1)
-    return records
+def _writer(dataset: str, args: argparse.Namespace) -> Callable[[Path], None]:
+    if dataset == "digits":
+        return lambda root: write_digits(root, args.image_size)
+    return lambda root: write_fashion_mnist(root, args.image_size, args.per_class)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             f"train.eval_every={epochs}", f"train.log_every={10 ** 6}", "data.backend=tfdata"] + args.set
     crop_padding = load_config(args.config)["model"]["crop_padding"]
     for dataset in args.datasets:
-        records = _records(work, dataset, args)
+        records = prepared(work, dataset, _writer(dataset, args))
 
         def ours(seed: int, records=records, dataset=dataset) -> tuple[float, float]:
             return train_ours(args.config, records, work / f"{dataset}-ours-seed{seed}-{time.time_ns()}",
@@ -133,12 +125,10 @@ def run(args: argparse.Namespace) -> int:
 
         def peer(name: str, records=records):
             def fit(seed: int) -> tuple[float, float]:
-                start = time.perf_counter()
-                printed = subprocess.run(
-                    [sys.executable, "-m", "effnet.benchmark.peers", "keras-fit", name, str(records), "--image-size",
-                     str(size), "--batch-size", str(batch), "--epochs", str(epochs), "--crop-padding",
-                     str(crop_padding), "--seed", str(seed)], check=True, stdout=subprocess.PIPE, text=True).stdout
-                return float(printed.split()[-1]), time.perf_counter() - start
+                printed, wall = timed([sys.executable, "-m", "effnet.benchmark.peers", "keras-fit", name, str(records),
+                                       "--image-size", str(size), "--batch-size", str(batch), "--epochs", str(epochs),
+                                       "--crop-padding", str(crop_padding), "--seed", str(seed)])
+                return float(printed.split()[-1]), wall
             return fit
 
         compare(args.seeds, {"ours": ours, **{name: peer(name) for name in PEERS}},

@@ -19,7 +19,7 @@ import yaml
 
 from effnet.benchmark.peers.accuracy import write_digits, write_fashion_mnist
 from effnet.benchmark.peers.options import add_timing
-from effnet.benchmark.peers.seeds import REPO, compare, train_ours
+from effnet.benchmark.peers.seeds import REPO, compare, prepared, train_ours
 
 DEMO = REPO / "config/config.yaml"
 # What fine-tuning changes in a recipe: the starting weights and these keys of the preset's train section.
@@ -33,30 +33,25 @@ def finetune_sets(preset: Path = REPO / "config/finetune.yaml") -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.data.prepare import prepare
-
     work = Path(args.workdir or tempfile.mkdtemp(prefix="effnet-peers-finetune-"))
     shape = [f"model.image_size={args.image_size}", f"train.batch_size={args.batch_size}",
              f"train.log_every={10 ** 6}"]
-    for name, write in (("fashion", lambda root: write_fashion_mnist(root, args.image_size, args.source_per_class)),
-                        ("digits", lambda root: write_digits(root, args.image_size,
-                                                             train_per_class=args.target_per_class))):
-        if not (work / f"{name}-rec/manifest.json").exists():
-            write(work / name)
-            prepare("folders", str(work / name), str(work / f"{name}-rec"), train_shards=2, val_shards=1, workers=1)
+    source = prepared(work, "fashion", lambda root: write_fashion_mnist(root, args.image_size, args.source_per_class))
+    target = prepared(work, "digits", lambda root: write_digits(root, args.image_size,
+                                                                train_per_class=args.target_per_class))
     pretrained = work / "fashion-run"
     if not (pretrained / "train_summary.json").exists():
         epochs = [f"train.epochs={args.pretrain_epochs}", f"train.eval_every={args.pretrain_epochs}"]
-        top1, wall = train_ours(DEMO, work / "fashion-rec", pretrained, shape + epochs)
+        top1, wall = train_ours(DEMO, source, pretrained, shape + epochs)
         print(f"pretrained on Fashion-MNIST: top-1 {top1:.3f}, wall {wall:.1f} s")
-    target = shape + [f"train.epochs={args.epochs}", f"train.eval_every={args.epochs}"]
-    tuned = target + finetune_sets() + [f"train.init_from={pretrained}"]
+    scratch = shape + [f"train.epochs={args.epochs}", f"train.eval_every={args.epochs}"]
+    tuned = scratch + finetune_sets() + [f"train.init_from={pretrained}"]
 
     def side(name: str, sets: list[str]):
-        return lambda seed: train_ours(DEMO, work / "digits-rec", work / f"{name}-seed{seed}-{time.time_ns()}",
+        return lambda seed: train_ours(DEMO, target, work / f"{name}-seed{seed}-{time.time_ns()}",
                                        sets + [f"train.seed={seed}"])
 
-    compare(args.seeds, {"from scratch (demo recipe)": side("scratch", target),
+    compare(args.seeds, {"from scratch (demo recipe)": side("scratch", scratch),
                          "fine-tuned (+ finetune.yaml's keys)": side("finetuned", tuned)},
             f"Digits, {args.target_per_class} training images per class, {args.image_size} px, batch "
             f"{args.batch_size}, {args.epochs} epochs (whole processes)")

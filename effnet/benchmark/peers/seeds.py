@@ -14,14 +14,29 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[3]
 
 
+def timed(command: list[str]) -> tuple[str, float]:
+    """The standard output and wall seconds of a whole process, which must succeed."""
+    start = time.perf_counter()
+    out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return out, time.perf_counter() - start
+
+
 def train_ours(config: str | Path, data: Path, output: Path, sets: list[str]) -> tuple[float, float]:
     """Validation top-1 and whole-process wall seconds of ``python -m effnet train --config config`` + ``sets``."""
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "effnet", "train", "--config", str(config), "--data", str(data),
-                    "--output", str(output), *(a for s in sets for a in ("--set", s))],
-                   check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
+    _, wall = timed([sys.executable, "-m", "effnet", "train", "--config", str(config), "--data", str(data),
+                     "--output", str(output), *(a for s in sets for a in ("--set", s))])
     return json.loads((output / "train_summary.json").read_text())["eval"]["top1"], wall
+
+
+def prepared(work: Path, name: str, write: Callable[[Path], None]) -> Path:
+    """``work/<name>-rec``: the records of the folders ``write`` makes at ``work/<name>``, prepared once."""
+    from effnet.data.prepare import prepare
+
+    records = work / f"{name}-rec"
+    if not (records / "manifest.json").exists():
+        write(work / name)
+        prepare("folders", str(work / name), str(records), train_shards=2, val_shards=1, workers=1)
+    return records
 
 
 def compare(seeds: list[int], sides: dict[str, Callable[[int], tuple[float, float]]], title: str) -> None:
