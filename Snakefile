@@ -4,6 +4,7 @@
 #   snakemake --cores all all                    run locally
 #   snakemake --profile profiles/slurm all       run on a SLURM cluster
 #   snakemake all -n --configfile config/imagenet-b0.yaml   plan a run without executing it
+# A config with runs: or sweep: plans every run in one DAG (effnet.sweeps; README, "Batch runs").
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -34,10 +35,11 @@ include: "workflow/rules/benchmark.smk"
 
 rule all:
     input:
-        index_summary,
-        train_summary,
-        eval_metrics,
-        export_dir,
-        predictions if infer_images else [],
-        rules.report.output,
+        each_data(index_summary),
+        each_run(train_summary),
+        each_run(eval_metrics),
+        each_run(export_dir),
+        predictions_of_each_run(),
+        each_run(str(report_dir / MARKDOWN)),
+        rules.compare_runs.output if RUNS else [],
     default_target: True

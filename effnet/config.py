@@ -69,8 +69,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
         raise ConfigError(f"{path}: cannot read configuration: {exc}") from exc
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(config).__name__}")
-    _merge(config, overrides or {})
-    return validate(config, str(path))
+    return validate(merge(config, overrides or {}), str(path))
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -96,9 +95,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``extra`` into ``base`` key by key (nested mappings merge, other values replace); return ``base``."""
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            merge(base[key], value)
         else:
             base[key] = value
+    return base

@@ -17,6 +17,9 @@ PREDICTIONS = "infer/predictions.csv"
 BENCHMARK = "benchmark"
 REPORT = "report"
 LOGS = "logs"
+# batch runs (effnet.sweeps): each run in RUNS/<name>/, the records of each data section in DATA/<key>/
+RUNS = "runs"
+DATA = "data"
 
 
 def path(run_dir: str | Path, relative: str) -> Path:

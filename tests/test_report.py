@@ -9,7 +9,7 @@ from PIL import Image
 
 from effnet import benchmarks, layout, runs
 from effnet.dllog import DLLogger
-from effnet.report import plots, write
+from effnet.report import plots, write, write_runs
 from effnet.timing import latency_ms
 
 CPU_ENV = {"host": "h", "cpu": "Some CPU", "cpu_count": 2, "cpus_usable": 2, "gpus": [],
@@ -140,3 +140,28 @@ def test_a_missing_stage_output_is_named_not_fatal(tmp_path):
     assert drawn[plots.LATENCY] is None and not (tmp_path / "out" / plots.LATENCY).exists()
     assert _table_rows(text, "Training accuracy")[0][2] == "60.00%"  # the summary's evaluation instead
     assert drawn[plots.SCALING] is not None
+
+
+def test_runs_compared_in_one_table_with_each_seed_groups_mean_and_sd_and_the_best_named(tmp_path):
+    recipes = {"a": (0, 0.01, 0.60), "b": (1, 0.01, 0.70), "c": (0, 0.02, 0.65)}  # seed, lr_init, top-1
+    for name, (seed, lr, top1) in recipes.items():
+        run = make_run(tmp_path / name)
+        (run / "train" / runs.CONFIG).write_text(json.dumps({"model": {"arch": "efficientnet-b0"},
+                                                             "train": {"seed": seed, "lr_init": lr, "epochs": 2}}))
+        (run / layout.EVAL_METRICS).write_text(json.dumps({"top1": top1, "top5": 0.9}))
+    (tmp_path / "c" / "benchmark" / benchmarks.INFERENCE).unlink()
+    drawn = write_runs([tmp_path / name for name in recipes], tmp_path / "out")
+    text = (tmp_path / "out/report.md").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    rows = {r[0]: r[1:] for r in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+    export_1 = next(r for r in json.loads((tmp_path / "a/benchmark/inference.json").read_text())["rows"]
+                    if (r["model"], r["batch_size"]) == ("export", 1))
+    assert rows["a"] == ["efficientnet-b0", "train.lr_init=0.01, train.seed=0", "60.00%", "90.00%", "0 min 0 s",
+                         "100.0", f"{export_1['latency_ms']['p50']:.2f}", f"{export_1['latency_ms']['p99']:.2f}"]
+    assert rows["c"][1:3] == ["train.lr_init=0.02, train.seed=0", "65.00%"] and rows["c"][-2:] == ["-", "-"]
+    group = rows["mean +- sd of 2 seeds"]  # a and b differ only in their seed; c has another rate
+    assert group[1:4] == ["a, b", "65.00% +- 7.07 pts", "90.00% +- 0.00 pts"]
+    assert "Best: **b** (70.00% top-1" in text
+    assert f"- c: {tmp_path / 'c' / 'benchmark' / benchmarks.INFERENCE}: not there" in text
+    assert set(plots.read_series(tmp_path / "out" / plots.RUNS)) == {"a", "b", "c"} == set(drawn)
+    assert 'src="runs.png"' in (tmp_path / "out/report.html").read_text()

@@ -466,6 +466,34 @@ def test_demo_dag_on_slurm_with_pyxis_a_time_limit_resume_and_a_killed_rank(clus
     assert {j: sorted(t) for j, t in by_job.items()} == {j: [0, 1] for j in train_jobs}  # one srun of 2 ranks each
 
 
+@pytest.mark.slow(minutes=3)
+def test_the_runs_of_a_batch_train_as_jobs_of_their_own_side_by_side(cluster, tmp_path):
+    run = tmp_path / "batch"
+    override = _write(tmp_path / "batch.yaml", {
+        "run_dir": str(run), "data": {"demo_images_per_class": 10}, "model": {"arch": TEST_ARCH},
+        "train": {"epochs": 2, "steps_per_epoch": 3, "eval_every": None}, "sweep": {"train.seed": [0, 1]},
+        "cluster": {"jobs": {"train": {"cpus": 1, "mem_mb": 2000}}}})  # both fit the 2-CPU node at once
+    env = cluster.env(snakemake_env())
+    before = max(squeue(env), default=0)
+    env["PATH"] = f"{cluster.bin}:{env['PATH']}"
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--until", "train", "--profile", "profiles/slurm",
+                           "--configfile", "config/config.yaml", str(override),
+                           "--slurm-init-seconds-before-status-checks", "2"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_GUARD)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{out[-6000:]}\n{cluster.logs()}"
+    jobs = squeue(env, after=before)
+    trains = sorted(j for j, (rule, _, _) in jobs.items() if rule.startswith("rule_train_"))
+    assert sorted(jobs[j][0] for j in trains) == ["rule_train_wildcards_seed-0", "rule_train_wildcards_seed-1"], jobs
+    assert all(jobs[j][2] == "COMPLETED" and f"submitted with SLURM jobid {j} " in out for j in trains), out[-6000:]
+    first, second = ((_time(j, "StartTime", env), _time(j, "EndTime", env)) for j in trains)
+    assert first[0] < second[1] and second[0] < first[1], (first, second)  # they ran at the same time
+    print(f"two trains of a batch on SLURM, jobs {trains}: {first} and {second}")
+    assert sorted(json.loads((run / f"runs/seed-{seed}/train/train_summary.json").read_text())["steps"]
+                  for seed in (0, 1)) == [6, 6]
+    assert len([j for j, (rule, _, _) in jobs.items() if rule.startswith("rule_prepare")]) == 1
+
+
 def _train_on_slurm(cluster: Cluster, run: Path, layout: dict, epochs: int, interrupt: bool) -> dict:
     """The train rule (and the data stages it needs) through the SLURM profile with the cluster section's
     ``layout``. With ``interrupt``, its job is sent SIGUSR1 (``scancel -s USR1`` signals every step of a job but the

@@ -113,8 +113,7 @@ def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
     def planned(*args):
         proc = snakemake("all", "-n", *args)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        table = proc.stdout.split("Job stats:")[1].split("\n\n")[0]  # job, count; ends at a blank line
-        return {line.split()[0] for line in table.strip().splitlines()[2:]}
+        return set(job_stats(proc.stdout))
 
     assert planned(*configs, "--forcerun", "index", "--until", "index") == {"index", "total"}
     # A key only evaluate uses reruns evaluate alone; a training key reruns train and what follows it.
@@ -143,6 +142,74 @@ def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
     summary = json.loads((pretrained / "train_summary.json").read_text())  # new weights under the same path
     (pretrained / "train_summary.json").write_text(json.dumps({**summary, "steps": summary["steps"] + 1}))
     assert planned(*configs, str(changed)) >= {"train", "evaluate", "export", "infer", "report"}
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """The jobs Snakemake's "Job stats" table counts (of the first table in ``output``)."""
+    table = output.split("Job stats:")[1].split("\n\n")[0]  # job, count; ends at a blank line
+    return {line.split()[0]: int(line.split()[1]) for line in table.strip().splitlines()[2:]}
+
+
+def test_a_batch_plans_every_run_and_a_bad_run_fails_before_anything_runs(tmp_path):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "data": {"input": str(tmp_path)},
+                                     "sweep": {"model.arch": ["efficientnet-b0", "efficientnet-b4"],
+                                               "train.seed": [0, 1]}}))
+    proc = snakemake("all", "-n", "--configfile", "config/imagenet-b0.yaml", str(sweep))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    planned = job_stats(proc.stdout)
+    assert (planned["prepare"], planned["index"], planned["train"], planned["compare_runs"]) == (1, 1, 4, 1)
+    assert "wildcards: run=arch-efficientnet-b4_seed-1" in proc.stdout
+    sweep.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "data": {"input": str(tmp_path)},
+                                     "runs": {"b0": {}, "b4": {"model": {"arch": "efficientnet-b4"},
+                                                               "data": {"train_shards": 2048}}}}))
+    proc = snakemake("all", "-n", "-p", "--configfile", "config/imagenet-b0.yaml", str(sweep))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert job_stats(proc.stdout)["prepare"] == 2  # other data, other records
+    prepared = {re.search(r"--output (\S+)", line)[1] for line in proc.stdout.splitlines()
+                if "python -m effnet prepare" in line}
+    assert len(prepared) == 2 and all("/run/data/tfrecords-" in path for path in prepared), prepared
+    sweep.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "data": {"input": str(tmp_path)},
+                                     "runs": {"b0": {}, "b4": {"train": {"lr_init": "high"}}}}))
+    proc = snakemake("all", "-n", "--configfile", "config/imagenet-b0.yaml", str(sweep))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "runs.b4: invalid configuration:\n  train.lr_init: 'high'" in out
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow(minutes=4)
+def test_two_seeds_share_their_data_stages_and_one_report_compares_them(tmp_path):
+    run = tmp_path / "batch"
+    base = {"run_dir": str(run), "data": {"demo_images_per_class": 10}, "model": {"arch": TEST_ARCH},
+            "train": {"epochs": 1, "steps_per_epoch": 2}}
+    batch = tmp_path / "batch.yaml"
+    batch.write_text(yaml.safe_dump({**base, "sweep": {"train.seed": [0, 1]}}) + TINY_BENCHMARK)
+    configs = ("--configfile", "config/config.yaml", str(batch))
+    proc = snakemake("all", *configs)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ran = job_stats(proc.stdout + proc.stderr)
+    assert (ran["demo_data"], ran["prepare"], ran["index"], ran["train"], ran["report"], ran["compare_runs"]) == (
+        1, 1, 1, 2, 2, 1)
+    assert [p.name for p in (run / "data").iterdir()] == [next((run / "data").iterdir()).name]  # one set of records
+    seeds = [json.loads((run / f"runs/seed-{seed}/train/train_summary.json").read_text()) for seed in (0, 1)]
+    assert seeds[0]["steps"] == seeds[1]["steps"] == 2
+    report = (run / "report/report.md").read_text()
+    for seed in (0, 1):
+        assert re.search(rf"^\| seed-{seed} +\| {TEST_ARCH} +\| train\.seed={seed} +\| \d+\.\d\d% ", report, re.M)
+    assert re.search(r"^\| mean \+- sd of 2 seeds +\| \S+ +\| seed-0, seed-1 +\| \d+\.\d\d% \+- \d+\.\d\d pts",
+                     report, re.M), report
+    top1 = {seed: json.loads((run / f"runs/seed-{seed}/evaluate/metrics.json").read_text())["top1"] for seed in (0, 1)}
+    assert f"Best: **seed-{max(top1, key=top1.get)}**" in report
+    assert set(plots.read_series(run / "report" / plots.RUNS)) == {"seed-0", "seed-1"}
+    # The same two runs written out, one with another rate: only that run's stages and the comparison rerun.
+    batch.write_text(yaml.safe_dump({**base, "runs": {"seed-0": {"train": {"seed": 0}},
+                                                      "seed-1": {"train": {"seed": 1, "lr_init": 0.008}}}})
+                     + TINY_BENCHMARK)
+    plan = snakemake("all", "-n", *configs)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert job_stats(plan.stdout) == {"train": 1, "evaluate": 1, "export": 1, "infer": 1, "benchmark_train": 1,
+                                      "benchmark_inference": 1, "report": 1, "compare_runs": 1, "all": 1, "total": 9}
+    assert "run=seed-0" not in plan.stdout
 
 
 def check_benchmarks_and_report(run):

@@ -6,12 +6,17 @@ evaluate metrics and the benchmark results. Writes to OUTPUT: ``report.md`` and 
 hardware matches, the environment, what is missing), and the plots (``effnet.report.plots``: loss
 and top-1 against the epoch, learning rate, throughput and latency against batch size, scaling
 against rank count). ``--compare OTHER`` adds every figure of both runs side by side with ratios.
+``--runs RUN [RUN ...]`` instead compares many runs (a batch's, ``effnet.sweeps``): one table of every run's
+arch, the keys that tell it apart and its figures, mean and standard deviation of each group that differs only
+in train.seed, the best run named, and all runs' loss and validation top-1 curves in one plot.
 A stage output that is missing is listed, not an error. Each file is written atomically.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from effnet.errors import UserError
 
 MARKDOWN = "report.md"
 HTML = "report.html"
@@ -67,11 +72,56 @@ def markdown(run, other=None, plots: dict[str, dict | None] | None = None) -> st
     return "\n".join(parts)
 
 
-def write(run_dir: str | Path, output: str | Path, compare: str | Path | None = None) -> dict:
-    """Write the report of ``run_dir`` (and the plots) to ``output``; return {file: series or None}."""
+def markdown_of_runs(runs: list, drawn: dict | None) -> str:
+    """The report comparing ``runs`` (``collect.RunData``) as Markdown."""
+    from effnet.report import plots, tables
+
+    best = tables.best(runs)
+    parts = [f"# EfficientNet runs compared: {len(runs)} runs\n",
+             f"Best: **{best.name}** ({100 * best.eval_metrics['top1']:.2f}% top-1 in the evaluate stage).\n"
+             if best else "_No run is evaluated yet._\n",
+             "Top-1 and top-5 of the evaluate stage; time to train over every attempt; training img/s over the "
+             "whole run; inference latency at the smallest batch of the export (fp32). Seed groups: runs that "
+             "differ only in train.seed, with the mean and sample standard deviation.\n",
+             _table(tables.runs(runs), "no runs")]
+    missing = [f"- {run.name}: {m}\n" for run in runs for m in run.missing]
+    if missing:
+        parts.append("## Missing\n\n" + "".join(missing))
+    if drawn:
+        parts.append(f"## Curves\n\n![runs]({plots.RUNS})\n")
+    return "\n".join(parts)
+
+
+def _write_pages(output: Path, title: str, text: str) -> None:
     import markdown as md
 
     from effnet.atomic import atomic_open
+
+    html = md.markdown(text, extensions=["tables"])
+    with atomic_open(output / HTML, "w") as f:
+        f.write(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
+                f"<style>{STYLE}</style></head><body>\n{html}\n</body></html>\n")
+    with atomic_open(output / MARKDOWN, "w") as f:
+        f.write(text)
+
+
+def write_runs(run_dirs: list[str | Path], output: str | Path) -> dict | None:
+    """Write the report comparing ``run_dirs`` and its plot to ``output``; return the plot's series."""
+    from effnet.report import plots
+    from effnet.report.collect import collect, training_curve
+
+    runs = [collect(run_dir) for run_dir in run_dirs]
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    drawn = plots.runs({run.name: training_curve(run.train_log) for run in runs}, output / plots.RUNS)
+    if drawn is None:
+        (output / plots.RUNS).unlink(missing_ok=True)
+    _write_pages(output, "runs compared", markdown_of_runs(runs, drawn))
+    return drawn
+
+
+def write(run_dir: str | Path, output: str | Path, compare: str | Path | None = None) -> dict:
+    """Write the report of ``run_dir`` (and the plots) to ``output``; return {file: series or None}."""
     from effnet.report import plots
     from effnet.report.collect import collect, training_curve
 
@@ -90,17 +140,20 @@ def write(run_dir: str | Path, output: str | Path, compare: str | Path | None = 
     for name, series in drawn.items():
         if series is None:  # a plot of an earlier report whose data is gone now would mislead
             (output / name).unlink(missing_ok=True)
-    text = markdown(run, other, drawn)
-    html = md.markdown(text, extensions=["tables"])
-    with atomic_open(output / HTML, "w") as f:
-        f.write(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{run.name} report</title>"
-                f"<style>{STYLE}</style></head><body>\n{html}\n</body></html>\n")
-    with atomic_open(output / MARKDOWN, "w") as f:
-        f.write(text)
+    _write_pages(output, f"{run.name} report", markdown(run, other, drawn))
     return drawn
 
 
 def main(args: argparse.Namespace) -> int:
+    from effnet.report import plots
+
+    if args.runs:
+        if args.compare:
+            raise UserError("report: --compare sets one run beside --run; --runs compares its runs itself")
+        drawn = write_runs(args.runs, args.output)
+        print(f"report: {Path(args.output) / HTML} and {MARKDOWN} comparing {len(args.runs)} runs, plot: "
+              f"{plots.RUNS if drawn else 'none (no training log)'}")
+        return 0
     drawn = write(args.run, args.output, args.compare)
     print(f"report: {Path(args.output) / HTML} and {MARKDOWN}, plots: "
           f"{', '.join(n for n, s in drawn.items() if s is not None) or 'none (no data)'}")
@@ -110,7 +163,9 @@ def main(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("report", help="tables and plots of a run as Markdown, HTML and PNG",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="the pipeline's run directory (run_dir: train/, evaluate/, benchmark/)")
-    p.add_argument("--compare", help="another run directory to set side by side")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="the pipeline's run directory (run_dir: train/, evaluate/, benchmark/)")
+    which.add_argument("--runs", nargs="+", metavar="RUN", help="run directories to compare (a batch's runs)")
+    p.add_argument("--compare", help="with --run: another run directory to set side by side")
     p.add_argument("--output", required=True, help="report directory")
     p.set_defaults(func=main)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from effnet import benchmarks, jsonfile, layout, runs
 from effnet.digests import file_sha256
 from effnet.dllog import read_records
@@ -22,6 +24,7 @@ class RunData:
     summary: dict | None = None
     train_log: list[dict] = field(default_factory=list)
     config_sha256: str | None = None
+    config: dict | None = None  # train/config.yaml: the config the train stage ran with
     eval_metrics: dict | None = None
     bench_train: dict | None = None
     bench_inference: dict | None = None
@@ -57,6 +60,7 @@ def collect(run_dir: str | Path) -> RunData:
         data.missing.append(f"{log}: unreadable ({exc})")
     if (train / runs.CONFIG).is_file():
         data.config_sha256 = file_sha256(train / runs.CONFIG)
+        data.config = yaml.safe_load((train / runs.CONFIG).read_text())
     data.eval_metrics = _json(layout.path(run_dir, layout.EVAL_METRICS), "evaluate", data.missing)
     bench = layout.path(run_dir, layout.BENCHMARK)
     data.bench_train = _json(bench / benchmarks.TRAIN, "benchmark train", data.missing)

@@ -14,6 +14,7 @@ THROUGHPUT = "throughput.png"
 LATENCY = "latency.png"
 SCALING = "scaling.png"
 PLOTS = (TRAINING, LR, THROUGHPUT, LATENCY, SCALING)
+RUNS = "runs.png"  # the report comparing batch runs
 SERIES_KEY = "effnet:series"
 
 
@@ -155,4 +156,26 @@ def scaling(bench_train: dict | None, path: Path) -> dict | None:
     ax.set_ylabel("images/s in all")
     ax.grid(alpha=0.3)
     ax.legend()
+    return _save(plt, fig, path, series)
+
+
+def runs(curves: dict[str, dict], path: Path) -> dict | None:
+    """Training loss and validation top-1 of every run (name -> ``collect.training_curve``) against the epoch."""
+    curves = {name: curve for name, curve in curves.items() if curve["step"]}
+    if not curves:
+        return None
+    series = {}
+    plt, fig, (loss, top1) = _figure(2)
+    for name, curve in curves.items():
+        x = [e if e is not None else s for e, s in zip(curve["epoch"], curve["step"])]
+        series[name] = {"epoch": x, "loss": curve["loss"], "eval_epoch": curve["eval_epoch"],
+                        "eval_top1": curve["eval_top1"]}
+        line, = loss.plot(x, curve["loss"], label=name)
+        top1.plot(curve["eval_epoch"], curve["eval_top1"], "o-", color=line.get_color(), label=name)
+    loss.set_ylabel("training loss (nat)")
+    top1.set_ylabel("validation top-1 (EMA)")
+    for ax in (loss, top1):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
     return _save(plt, fig, path, series)

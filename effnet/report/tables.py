@@ -2,8 +2,12 @@
 the hardware, model and image size match the reference's (``effnet.report.reference``)."""
 from __future__ import annotations
 
+import json
+import statistics
+
 from effnet.report import reference
 from effnet.report.collect import RunData, training_seconds
+from effnet.sweeps import flatten
 
 Table = tuple[list[str], list[list]]
 PRECISION_NAMES = {"float32": "fp32", "mixed_float16": "amp", "mixed_bfloat16": "amp (bf16)"}
@@ -134,6 +138,39 @@ def compare(run: RunData, other: RunData) -> Table:
     return ["figure", mine, others, f"ratio {mine} / {others}"], rows
 
 
+# the keys of the config the train stage ran with that tell runs apart; a seed group differs only in SEED
+TRAINED_SECTIONS = ("data", "model", "train")
+SEED = "train.seed"
+
+
+def changed_keys(runs: list[RunData]) -> list[str]:
+    """The dotted keys of data, model and train whose values differ between the runs."""
+    flat = [_trained(run) for run in runs]
+    keys = sorted(set().union(*flat))
+    return [key for key in keys if len({f.get(key) for f in flat}) > 1]
+
+
+def _trained(run: RunData) -> dict[str, str]:
+    return flatten({section: (run.config or {}).get(section) for section in TRAINED_SECTIONS})
+
+
+def _figures(run: RunData) -> list[float | None]:
+    """top-1, top-5, time to train (s), training img/s, inference latency p50 and p99 (ms) of the smallest batch
+    of the export in fp32 (else of the first model timed)."""
+    metrics, summary = run.eval_metrics or {}, run.summary or {}
+    rows = sorted((run.bench_inference or {}).get("rows", []),
+                  key=lambda r: (r["model"] != "export", r["precision"] != "fp32", r["batch_size"]))
+    latency = rows[0]["latency_ms"] if rows else {}
+    return [metrics.get("top1"), metrics.get("top5"), training_seconds(run.train_log), summary.get("img_per_sec"),
+            latency.get("p50"), latency.get("p99")]
+
+
+def best(runs: list[RunData]) -> RunData | None:
+    """The run of the highest evaluated top-1 (None if none was evaluated)."""
+    evaluated = [run for run in runs if run.eval_metrics]
+    return max(evaluated, key=lambda run: run.eval_metrics["top1"], default=None)
+
+
 def _arch(run: RunData, bench: dict) -> str:
     return (run.summary or {}).get("arch") or bench["config"]["model"]["arch"]
 
@@ -153,3 +190,41 @@ def _duration(seconds: float | None) -> str:
         return "-"
     hours, rest = divmod(int(round(seconds)), 3600)
     return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
+
+
+# the runs table's figures (``_figures``): header, format, format of a standard deviation
+RUN_COLUMNS = (("top-1", _percent, lambda sd: f"{100 * sd:.2f} pts"),
+               ("top-5", _percent, lambda sd: f"{100 * sd:.2f} pts"),
+               ("time to train", _duration, lambda sd: f"{sd:.0f} s"),
+               ("img/s (training)", _num, _num),
+               ("latency p50 ms", lambda v: _num(v, 2), lambda sd: _num(sd, 2)),
+               ("latency p99 ms", lambda v: _num(v, 2), lambda sd: _num(sd, 2)))
+
+
+def runs(runs: list[RunData]) -> Table:
+    """One row per run (its arch, the keys that tell it apart, its figures), then for each group of runs that
+    differ only in train.seed the mean and sample standard deviation of each figure."""
+    changed = changed_keys(runs)
+    rows, groups = [], {}
+    for run in runs:
+        trained = _trained(run)
+        keys = ", ".join(f"{key}={json.loads(trained[key])}" for key in changed if key in trained)
+        figures = _figures(run)
+        rows.append([run.name, (run.summary or {}).get("arch", "-"), keys or "-",
+                     *(fmt(value) for (_, fmt, _), value in zip(RUN_COLUMNS, figures))])
+        group = json.dumps({k: v for k, v in trained.items() if k != SEED}, sort_keys=True)
+        groups.setdefault(group, []).append((run, figures))
+    for members in groups.values():
+        if len(members) > 1:
+            rows.append([f"mean +- sd of {len(members)} seeds", (members[0][0].summary or {}).get("arch", "-"),
+                         ", ".join(run.name for run, _ in members),
+                         *(_spread([f[i] for _, f in members], fmt, sd_fmt)
+                           for i, (_, fmt, sd_fmt) in enumerate(RUN_COLUMNS))])
+    return ["run", "arch", "changed keys", *(header for header, _, _ in RUN_COLUMNS)], rows
+
+
+def _spread(values: list, fmt, sd_fmt) -> str:
+    values = [v for v in values if v is not None]
+    if len(values) < 2:
+        return "-"
+    return f"{fmt(statistics.mean(values))} +- {sd_fmt(statistics.stdev(values))}"

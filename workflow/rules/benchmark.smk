@@ -1,4 +1,5 @@
-# After training: this cluster's throughput and latency tables, and the report of the whole run.
+# After training: this cluster's throughput and latency tables, the report of the whole run and, for batch
+# runs, the report comparing them.
 # Both benchmarks start after training (they would compete with it for the GPUs or cores) and take
 # all of a machine's cores locally (threads), so nothing else runs while they time.
 
@@ -9,7 +10,7 @@ from effnet.report import HTML, MARKDOWN, plots
 
 rule benchmark_train:
     input:
-        records=records_manifest,
+        records=of_run_data(records_manifest),
         trained=train_summary,
     output:
         benchmark_train,
@@ -17,7 +18,9 @@ rule benchmark_train:
         records=lambda wildcards, input: str(Path(input.records).parent),
         out=parent_of_output,
         # the workers of each rank count start through the launch wrapper (srun/Pyxis in a SLURM job)
-        launcher=lambda wildcards: shlex.quote(launch_prefix(config, "benchmark_train", ranks="{ranks}")),
+        launcher=lambda wildcards: shlex.quote(
+            launch_prefix(run_config(wildcards), "benchmark_train", ranks="{ranks}")
+        ),
         config=config_overrides("data", "model", "train", "benchmark", "cluster.nodes", "cluster.gpus_per_node"),
     threads: workflow.cores
     resources:
@@ -44,7 +47,7 @@ rule benchmark_inference:
     threads: workflow.cores
     resources:
         **rule_resources(config, "benchmark_inference"),
-        launch=lambda wildcards, attempt: launch_prefix(config, "benchmark_inference", attempt=attempt),
+        launch=lambda wildcards, attempt: launch_prefix(run_config(wildcards), "benchmark_inference", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/benchmark_inference.log",
@@ -70,10 +73,36 @@ rule report:
         out=parent_of_output,
     resources:
         **rule_resources(config, "report"),
-        launch=lambda wildcards, attempt: launch_prefix(config, "report", attempt=attempt),
+        launch=lambda wildcards, attempt: launch_prefix(run_config(wildcards), "report", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/report.log",
     shell:
         KEEP_LOG
         + "{resources.launch} python -m effnet report --run {params.run:q} --output {params.out:q} > {log:q} 2>&1"
+
+
+if RUNS:
+
+    rule compare_runs:
+        input:
+            each_run(train_summary),
+            each_run(eval_metrics),
+            each_run(benchmark_train),
+            each_run(benchmark_inference),
+        output:
+            markdown=str(RUN_DIR / layout.REPORT / MARKDOWN),
+            html=report(str(RUN_DIR / layout.REPORT / HTML), category="Report", labels={"file": "the runs compared"}),
+            curves=report(str(RUN_DIR / layout.REPORT / plots.RUNS), category="Plots", labels={"plot": "runs"}),
+        params:
+            runs=each_run(str(run_root)),
+            out=parent_of_output,
+        resources:
+            **rule_resources(config, "report"),
+            launch=lambda wildcards, attempt: launch_prefix(config, "report", attempt=attempt),
+        retries: attempts(config, workflow.is_main_process)
+        log:
+            str(RUN_DIR / layout.LOGS / "compare_runs.log"),
+        shell:
+            KEEP_LOG
+            + "{resources.launch} python -m effnet report --runs {params.runs:q} --output {params.out:q} > {log:q} 2>&1"

@@ -1,4 +1,5 @@
-# Data stages: the embedded demo set, TFRecord shards, DALI indexes.
+# Data stages: the embedded demo set, TFRecord shards, DALI indexes; for batch runs one of each per distinct
+# data section ({data}), which every run with that section reads.
 # Shards and indexes are written atomically and skipped when already valid, so a
 # killed stage resumes; only the manifests are declared outputs, which Snakemake
 # deletes on failure while the finished shards stay.
@@ -11,14 +12,14 @@ rule demo_data:
     output:
         directory(demo_images),
     params:
-        seed=DATA["seed"],
-        per_class=DATA["demo_images_per_class"],
+        seed=lambda wildcards: data_config(wildcards)["data"]["seed"],
+        per_class=lambda wildcards: data_config(wildcards)["data"]["demo_images_per_class"],
     resources:
         **rule_resources(config, "demo_data"),
-        launch=lambda wildcards, attempt: launch_prefix(config, "demo_data", attempt=attempt),
+        launch=lambda wildcards, attempt: launch_prefix(data_config(wildcards), "demo_data", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
-        f"{logs}/demo_data.log",
+        f"{data_logs}/demo_data.log",
     shell:
         KEEP_LOG
         + "{resources.launch} python -m effnet demo-data --output {output:q} --seed {params.seed:q} "
@@ -31,16 +32,16 @@ rule prepare:
     output:
         records_manifest,
     params:
-        source="folders" if DATA["source"] == "demo" else DATA["source"],
+        source=prepare_source,
         out=parent_of_output,
         options=prepare_options,
     threads: workflow.cores
     resources:
         **rule_resources(config, "prepare"),
-        launch=lambda wildcards, attempt: launch_prefix(config, "prepare", attempt=attempt),
+        launch=lambda wildcards, attempt: launch_prefix(data_config(wildcards), "prepare", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
-        f"{logs}/prepare.log",
+        f"{data_logs}/prepare.log",
     shell:
         KEEP_LOG
         + "{resources.launch} python -m effnet prepare --source {params.source:q} --input {input:q} --output {params.out:q} "
@@ -57,10 +58,10 @@ rule index:
         out=parent_of_output,
     resources:
         **rule_resources(config, "index"),
-        launch=lambda wildcards, attempt: launch_prefix(config, "index", attempt=attempt),
+        launch=lambda wildcards, attempt: launch_prefix(data_config(wildcards), "index", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
-        f"{logs}/index.log",
+        f"{data_logs}/index.log",
     shell:
         KEEP_LOG
         + "{resources.launch} python -m effnet index --tfrecords {params.records:q} --output {params.out:q} > {log:q} 2>&1"

@@ -9,8 +9,8 @@ from effnet.cluster.requests import attempts, launch_prefix, rule_resources
 rule evaluate:
     input:
         summary=train_summary,
-        records=records_manifest,
-        index=index_summary,
+        records=of_run_data(records_manifest),
+        index=of_run_data(index_summary),
     output:
         metrics=eval_metrics,
         confusion=report(eval_confusion, category="Evaluation", labels={"plot": "confusion matrix"}),
@@ -21,7 +21,7 @@ rule evaluate:
         config=config_overrides("eval", "data.backend"),
     resources:
         **rule_resources(config, "evaluate"),
-        launch=lambda wildcards, attempt: launch_prefix(config, "evaluate", attempt=attempt),
+        launch=lambda wildcards, attempt: launch_prefix(run_config(wildcards), "evaluate", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/evaluate.log",
@@ -39,12 +39,12 @@ rule export:
         directory(export_dir),
     params:
         run=parent_of_input,
-        weights=config["eval"]["weights"],
-        top_k=config["export"]["top_k"],
-        onnx="--onnx" if config["export"]["onnx"] else "",
+        weights=run_value("eval.weights"),
+        top_k=run_value("export.top_k"),
+        onnx=lambda wildcards: "--onnx" if run_config(wildcards)["export"]["onnx"] else "",
     resources:
         **rule_resources(config, "export"),
-        launch=lambda wildcards, attempt: launch_prefix(config, "export", attempt=attempt),
+        launch=lambda wildcards, attempt: launch_prefix(run_config(wildcards), "export", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/export.log",
@@ -57,16 +57,16 @@ rule export:
 rule infer:
     input:
         model=export_dir,
-        images=infer_input or [],
+        images=infer_input,
     output:
         predictions,
     params:
         images=infer_images,
-        top_k=config["infer"]["top_k"],
-        batch_size=config["infer"]["batch_size"],
+        top_k=run_value("infer.top_k"),
+        batch_size=run_value("infer.batch_size"),
     resources:
         **rule_resources(config, "infer"),
-        launch=lambda wildcards, attempt: launch_prefix(config, "infer", attempt=attempt),
+        launch=lambda wildcards, attempt: launch_prefix(run_config(wildcards), "infer", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/infer.log",

@@ -9,8 +9,8 @@ from effnet.cluster.requests import attempts, launch_prefix, rule_resources
 
 rule train:
     input:
-        records=records_manifest,
-        index=index_summary,  # every record's CRCs checked before a GPU hour is spent
+        records=of_run_data(records_manifest),
+        index=of_run_data(index_summary),  # every record's CRCs checked before a GPU hour is spent
         init=init_weights,
     output:
         model=train_model,
@@ -23,7 +23,7 @@ rule train:
     threads: workflow.cores
     resources:
         **rule_resources(config, "train"),
-        launch=lambda wildcards, attempt: launch_prefix(config, "train", attempt=attempt),
+        launch=lambda wildcards, attempt: launch_prefix(run_config(wildcards), "train", attempt=attempt),
     retries: attempts(config, workflow.is_main_process)
     log:
         f"{logs}/train.log",

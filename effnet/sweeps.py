@@ -1,0 +1,117 @@
+"""Batch runs: a config's ``runs:`` and ``sweep:`` sections as named, merged and validated run configs.
+
+``runs: {name: overrides}`` merges each run's overrides over the rest of the config, key by key as an override
+file does; ``sweep: {dotted.key: [values]}`` gives the product of the values, named after them
+(``lr_init-0.01_seed-1``); with both, every run is swept (``b4_seed-1``). Each run lives in
+``run_dir/runs/<name>/`` (``layout.RUNS``); runs whose data sections make the same records share one prepare
+and one index in ``run_dir/data/<source>-<digest>/`` (``layout.DATA``). The runs share the base config's
+cluster section: each rule's SLURM request is one per rule.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from effnet import layout
+from effnet.config import ConfigError, merge, validate
+
+BATCH_KEYS = ("runs", "sweep")
+# data keys that change how records are read, not which records prepare writes
+READ_TIME_DATA_KEYS = ("backend", "workers")
+UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def expand(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{run name: its validated config, run_dir its own directory} of a config with ``runs:`` or ``sweep:``,
+    in the order written; {} for a config without either (a single run). ConfigError names the run and key."""
+    if not any(config.get(key) for key in BATCH_KEYS):
+        return {}
+    base = {key: value for key, value in config.items() if key not in BATCH_KEYS}
+    overrides: dict[str, dict] = {}
+    for run, run_overrides in (config.get("runs") or {"": {}}).items():
+        for point, sweep_overrides in _sweep_points(config.get("sweep") or {}):
+            name = "_".join(part for part in (run, point) if part)
+            if name in overrides:
+                raise ConfigError(f"sweep: two runs would be named {name!r}: give the values distinct names")
+            overrides[name] = merge(copy.deepcopy(run_overrides), sweep_overrides)
+    return {name: _run_config(base, name, extra) for name, extra in overrides.items()}
+
+
+def _sweep_points(sweep: dict[str, list]) -> list[tuple[str, dict]]:
+    """(name, nested overrides) of every point of the product of the sweep's values."""
+    keys = list(sweep)
+    short = [key.rsplit(".", 1)[-1] for key in keys]
+    labels = [s if short.count(s) == 1 else key.replace(".", "-") for s, key in zip(short, keys)]
+    points = []
+    for values in itertools.product(*(sweep[key] for key in keys)):
+        name = "_".join(f"{label}-{_name(value)}" for label, value in zip(labels, values))
+        nested: dict[str, Any] = {}
+        for key, value in zip(keys, values):
+            merge(nested, _nested(key, value))
+        points.append((name, nested))
+    return points
+
+
+def _name(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (bool, type(None))) else str(value)
+    return UNSAFE.sub("-", text).strip("-") or "x"
+
+
+def _nested(key: str, value: Any) -> dict:
+    *parents, last = key.split(".")
+    node: dict[str, Any] = {last: value}
+    for part in reversed(parents):
+        node = {part: node}
+    return node
+
+
+def _run_config(base: dict, name: str, extra: dict) -> dict:
+    source = f"runs.{name}"
+    if "run_dir" in extra:
+        raise ConfigError(f"{source}: run_dir: a run lives in run_dir/{layout.RUNS}/{name}/; set run_dir once, "
+                          "at the top level")
+    config = validate(merge(copy.deepcopy(base), copy.deepcopy(extra)), source)
+    changed = sorted(flatten(config["cluster"]).items() ^ flatten(base["cluster"]).items())
+    if changed:
+        raise ConfigError(f"{source}: cluster.{changed[0][0]}: runs share the top level's cluster section (each "
+                          "rule's SLURM request is one per rule); set it there")
+    root = str(base["run_dir"])
+    config["run_dir"] = str(Path(root) / layout.RUNS / name)
+    if config["cluster"]["container_image"]:  # a run's container reads the shared records beside its directory
+        shared = os.path.abspath(root)
+        mounts = config["cluster"]["container_mounts"]
+        config["cluster"]["container_mounts"] = ",".join(filter(None, (mounts, f"{shared}:{shared}")))
+    return config
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, str]:
+    """{dotted key: its value as JSON} of every leaf of a nested config."""
+    if not isinstance(node, dict):
+        return {prefix: json.dumps(node, sort_keys=True)}
+    return {dotted: text for key, value in node.items()
+            for dotted, text in flatten(value, f"{prefix}.{key}" if prefix else key).items()}
+
+
+def data_key(config: dict[str, Any]) -> str:
+    """The name of the records a config's data section makes: its source and a digest of the keys that
+    change what prepare writes (``demo-1a2b3c4d``)."""
+    data = {key: value for key, value in config["data"].items() if key not in READ_TIME_DATA_KEYS}
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{data['source']}-{digest}"
+
+
+def data_configs(runs: dict[str, dict], run_dir: str | Path) -> dict[str, dict]:
+    """{data key: the config its data stages run with (the first run's with that key, run_dir
+    ``run_dir/data/<key>``)}."""
+    configs: dict[str, dict] = {}
+    for config in runs.values():
+        key = data_key(config)
+        if key not in configs:
+            configs[key] = {**config, "run_dir": str(Path(run_dir) / layout.DATA / key)}
+    return configs

@@ -1,0 +1,72 @@
+"""Batch runs: runs: and sweep: expand into named, merged, validated run configs sharing equal data stages."""
+import pytest
+
+from effnet import sweeps
+from effnet.config import ConfigError, load_config
+
+
+def expanded(extra: dict) -> dict:
+    return sweeps.expand(load_config("config/config.yaml", {"run_dir": "out", **extra}))
+
+
+def test_a_config_without_runs_or_sweep_is_one_run():
+    assert expanded({}) == {}
+
+
+def test_runs_merge_key_by_key_and_a_sweep_gives_the_product_named_after_its_values():
+    runs = expanded({"runs": {"b0": {}, "small": {"data": {"demo_images_per_class": 20}, "train": {"epochs": 3}}},
+                     "sweep": {"train.lr_init": [0.01, 0.02], "train.seed": [0, 1]}})
+    assert list(runs) == [f"{run}_lr_init-{lr}_seed-{seed}" for run in ("b0", "small") for lr in (0.01, 0.02)
+                          for seed in (0, 1)]
+    small = runs["small_lr_init-0.02_seed-1"]
+    assert (small["train"]["epochs"], small["train"]["lr_init"], small["train"]["seed"]) == (3, 0.02, 1)
+    assert small["train"]["batch_size"] == 32 and small["data"]["train_shards"] == 4  # the rest is the base's
+    assert small["run_dir"] == "out/runs/small_lr_init-0.02_seed-1" and "runs" not in small and "sweep" not in small
+    assert runs["b0_lr_init-0.01_seed-0"]["data"]["demo_images_per_class"] == 100
+
+
+def test_equal_data_sections_share_records_and_other_data_gets_its_own():
+    runs = expanded({"runs": {"a": {"train": {"seed": 1}}, "b": {"data": {"backend": "dali"}},
+                              "c": {"data": {"demo_images_per_class": 20}}}})
+    keys = {name: sweeps.data_key(run) for name, run in runs.items()}
+    assert keys["a"] == keys["b"] != keys["c"]  # the backend reads records, it does not change them
+    assert keys["a"].startswith("demo-")
+    data = sweeps.data_configs(runs, "out")
+    assert list(data) == [keys["a"], keys["c"]] and data[keys["c"]]["run_dir"] == f"out/data/{keys['c']}"
+
+
+def test_sweep_keys_with_one_last_part_are_named_in_full():
+    runs = expanded({"sweep": {"data.seed": [0], "train.seed": [1, 2]}})
+    assert list(runs) == ["data-seed-0_train-seed-1", "data-seed-0_train-seed-2"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"runs": {"fast": {"train": {"lr_init": "high"}}}}, "runs.fast: invalid configuration:\n  train.lr_init: 'high'"),
+    ({"sweep": {"train.epochs": [2, 0]}}, "runs.epochs-0: invalid configuration:\n  train.epochs: 0 is less than"),
+    ({"runs": {"x": {"trian": {}}}}, "runs.x: invalid configuration:\n  <top level>: Additional properties"),
+    ({"runs": {"x": {"cluster": {"gpus_per_node": 8}}}}, "runs.x: cluster.gpus_per_node: runs share"),
+    ({"runs": {"x": {"run_dir": "elsewhere"}}}, "runs.x: run_dir: a run lives in run_dir/runs/x/"),
+    ({"sweep": {"train.seed": [1, "1"]}}, "sweep: two runs would be named 'seed-1'"),
+])
+def test_a_bad_run_is_named_with_its_key(extra, message):
+    with pytest.raises(ConfigError) as error:
+        expanded(extra)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"runs": {"a b": {}}}, "runs: 'a b' does not match"),
+    ({"sweep": {"seed": [0]}}, "sweep: 'seed' does not match"),
+    ({"sweep": {"train.seed": []}}, "sweep.train.seed: [] should be non-empty"),
+])
+def test_the_schema_checks_run_names_and_sweep_keys(extra, message):
+    with pytest.raises(ConfigError) as error:
+        load_config("config/config.yaml", extra)
+    assert message in str(error.value)
+
+
+def test_a_run_in_a_container_also_mounts_the_shared_records(tmp_path):
+    runs = sweeps.expand(load_config("config/config.yaml", {
+        "run_dir": str(tmp_path), "sweep": {"train.seed": [0]},
+        "cluster": {"container_image": "/img.sqsh", "container_mounts": "/data:/data"}}))
+    assert runs["seed-0"]["cluster"]["container_mounts"] == f"/data:/data,{tmp_path}:{tmp_path}"
