@@ -22,25 +22,31 @@ from effnet import layout
 from effnet.config import ConfigError, merge, validate
 
 BATCH_KEYS = ("runs", "sweep")
-# data keys that change how records are read, not which records prepare writes
-READ_TIME_DATA_KEYS = ("backend", "workers")
+# data keys that do not change the records: backend picks the reader, workers how many processes write them
+RECORD_NEUTRAL_DATA_KEYS = ("backend", "workers")
 UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def expand(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{run name: its validated config, run_dir its own directory} of a config with ``runs:`` or ``sweep:``,
-    in the order written; {} for a config without either (a single run). ConfigError names the run and key."""
+    """{run name: its validated config, run_dir its own directory} of a validated config (defaults filled) with
+    ``runs:`` or ``sweep:``, in the order written; {} for a config without either (a single run). ConfigError
+    names the run (``runs.<name>``, ``sweep point <name>``) and the key."""
     if not any(config.get(key) for key in BATCH_KEYS):
         return {}
     base = {key: value for key, value in config.items() if key not in BATCH_KEYS}
-    overrides: dict[str, dict] = {}
+    overrides: dict[str, tuple[str, dict]] = {}
     for run, run_overrides in (config.get("runs") or {"": {}}).items():
+        nested = [key for key in BATCH_KEYS if key in run_overrides]
+        if nested:
+            raise ConfigError(f"runs.{run}: {nested[0]}: a run cannot hold runs or a sweep; put {nested[0]} at "
+                              "the top level, where it applies to every run")
         for point, sweep_overrides in _sweep_points(config.get("sweep") or {}):
             name = "_".join(part for part in (run, point) if part)
             if name in overrides:
                 raise ConfigError(f"sweep: two runs would be named {name!r}: give the values distinct names")
-            overrides[name] = merge(copy.deepcopy(run_overrides), sweep_overrides)
-    return {name: _run_config(base, name, extra) for name, extra in overrides.items()}
+            source = " at ".join(filter(None, (run and f"runs.{run}", point and f"sweep point {point}")))
+            overrides[name] = source, merge(copy.deepcopy(run_overrides), sweep_overrides)
+    return {name: _run_config(base, name, source, extra) for name, (source, extra) in overrides.items()}
 
 
 def _sweep_points(sweep: dict[str, list]) -> list[tuple[str, dict]]:
@@ -71,8 +77,7 @@ def _nested(key: str, value: Any) -> dict:
     return node
 
 
-def _run_config(base: dict, name: str, extra: dict) -> dict:
-    source = f"runs.{name}"
+def _run_config(base: dict, name: str, source: str, extra: dict) -> dict:
     if "run_dir" in extra:
         raise ConfigError(f"{source}: run_dir: a run lives in run_dir/{layout.RUNS}/{name}/; set run_dir once, "
                           "at the top level")
@@ -101,7 +106,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, str]:
 def data_key(config: dict[str, Any]) -> str:
     """The name of the records a config's data section makes: its source and a digest of the keys that
     change what prepare writes (``demo-1a2b3c4d``)."""
-    data = {key: value for key, value in config["data"].items() if key not in READ_TIME_DATA_KEYS}
+    data = {key: value for key, value in config["data"].items() if key not in RECORD_NEUTRAL_DATA_KEYS}
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
     return f"{data['source']}-{digest}"
 

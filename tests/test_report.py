@@ -165,3 +165,14 @@ def test_runs_compared_in_one_table_with_each_seed_groups_mean_and_sd_and_the_be
     assert f"- c: {tmp_path / 'c' / 'benchmark' / benchmarks.INFERENCE}: not there" in text
     assert set(plots.read_series(tmp_path / "out" / plots.RUNS)) == {"a", "b", "c"} == set(drawn)
     assert 'src="runs.png"' in (tmp_path / "out/report.html").read_text()
+
+
+def test_runs_that_share_a_seed_are_not_summarised_as_seeds(tmp_path):
+    for name in ("a", "again"):  # the same recipe and seed twice (a rerun): no spread over seeds to report
+        run = make_run(tmp_path / name)
+        (run / "train" / runs.CONFIG).write_text(json.dumps({"train": {"seed": 0, "lr_init": 0.01}}))
+        (run / layout.EVAL_METRICS).write_text(json.dumps({"top1": 0.5, "top5": 0.9}))
+    write_runs([tmp_path / "a", tmp_path / "again"], tmp_path / "out")
+    text = (tmp_path / "out/report.md").read_text()
+    names = [line.strip("|").split("|")[0].strip() for line in text.splitlines() if line.startswith("|")]
+    assert names[2:] == ["a", "again"]  # no mean +- sd row

@@ -42,11 +42,15 @@ def test_sweep_keys_with_one_last_part_are_named_in_full():
 
 @pytest.mark.parametrize("extra, message", [
     ({"runs": {"fast": {"train": {"lr_init": "high"}}}}, "runs.fast: invalid configuration:\n  train.lr_init: 'high'"),
-    ({"sweep": {"train.epochs": [2, 0]}}, "runs.epochs-0: invalid configuration:\n  train.epochs: 0 is less than"),
+    ({"sweep": {"train.epochs": [2, 0]}},
+     "sweep point epochs-0: invalid configuration:\n  train.epochs: 0 is less than"),
     ({"runs": {"x": {"trian": {}}}}, "runs.x: invalid configuration:\n  <top level>: Additional properties"),
     ({"runs": {"x": {"cluster": {"gpus_per_node": 8}}}}, "runs.x: cluster.gpus_per_node: runs share"),
     ({"runs": {"x": {"run_dir": "elsewhere"}}}, "runs.x: run_dir: a run lives in run_dir/runs/x/"),
     ({"sweep": {"train.seed": [1, "1"]}}, "sweep: two runs would be named 'seed-1'"),
+    ({"runs": {"b4": {"train": {"epochs": 0}}}, "sweep": {"train.seed": [0]}},
+     "runs.b4 at sweep point seed-0: invalid configuration:\n  train.epochs: 0"),
+    ({"runs": {"x": {"sweep": {"train.seed": [0]}}}}, "runs.x: sweep: a run cannot hold runs or a sweep"),
 ])
 def test_a_bad_run_is_named_with_its_key(extra, message):
     with pytest.raises(ConfigError) as error:

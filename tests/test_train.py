@@ -104,20 +104,27 @@ for name, make in (("ours", lambda t: distributed_tape(hvd, t, hvd.Compression.f
 
 
 @pytest.mark.slow(minutes=3)
-def test_two_float16_ranks_with_compressed_gradients_agree_and_the_loss_scale_is_checkpointed(records, tmp_path):
-    """The GPU recipe's numerics on CPU (train.amp=float16): LossScaleOptimizer, float16 gradient compression
-    between 2 gloo ranks, identical weights; the loss scale is in the checkpoint; the run evaluates and exports.
-    Compressed gradients are divided by the rank count before Horovod sums them in float16."""
+def test_the_gpu_recipe_on_two_ranks_float16_compressed_gradients_and_xla_agree_and_checkpoint_the_scale(
+        records, tmp_path):
+    """The GPU recipe's numerics and compilation on CPU, on 2 gloo ranks with sync batch norm: train.amp=float16
+    (LossScaleOptimizer; float16 gradient compression, divided by the rank count before Horovod sums in float16)
+    and train.xla=true (XLA auto-clustering of the step, Horovod's allreduces left outside the clusters; on a CPU
+    TensorFlow clusters only with --tf_xla_cpu_global_jit, set here). The ranks end with identical weights and
+    the loss scale is in the checkpoint."""
     script = tmp_path / "rank.py"
     script.write_text(AMP_RANK_SCRIPT)
     out = tmp_path / "run"
-    sets = [a for a in FAST if a != "--set"] + ["train.amp=float16", "train.epochs=1", "train.steps_per_epoch=3",
-                                                 "train.batch_size=4", "model.batch_norm=sync"]
+    sets = [a for a in FAST if a != "--set"] + ["train.amp=float16", "train.xla=true", "train.epochs=1",
+                                                 "train.steps_per_epoch=3", "train.batch_size=4",
+                                                 "model.batch_norm=sync"]
+    env = {**ENV, "TF_XLA_FLAGS": "--tf_xla_cpu_global_jit", "TF_CPP_MIN_LOG_LEVEL": "0"}
     proc = subprocess.run([str(Path(sys.executable).with_name("horovodrun")), "--gloo", "-np", "2", "-H",
                            "localhost:2", sys.executable, str(script), str(records), str(out), *sets],
-                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=HANG_GUARD)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "rank 1/2 local_rank 1/2 device CPU precision mixed_float16" in proc.stdout
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_GUARD)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "rank 1/2 local_rank 1/2 device CPU precision mixed_float16 xla True" in proc.stdout
+    assert "Compiled cluster using XLA" in output, output[-3000:]
     lines = sorted(line[line.index("AVERAGE"):] for line in proc.stdout.splitlines() if "AVERAGE" in line)
     assert lines == ["AVERAGE ours rank=0 40000.0", "AVERAGE ours rank=1 40000.0",
                      "AVERAGE sum first rank=0 inf", "AVERAGE sum first rank=1 inf"]
@@ -131,31 +138,6 @@ def test_two_float16_ranks_with_compressed_gradients_agree_and_the_loss_scale_is
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["precision"] == "mixed_float16" and summary["steps"] == 3 and np.isfinite(
         summary["final_train_loss"])
-
-
-@pytest.mark.slow(minutes=2)
-def test_xla_auto_clustering_compiles_the_step_of_two_ranks_and_they_agree(records, tmp_path):
-    """train.xla=true, the GPU recipe's setting: XLA auto-clustering of the step, Horovod's allreduces (gradients,
-    sync batch norm's sums) left outside the clusters. On a CPU TensorFlow clusters only with
-    --tf_xla_cpu_global_jit, set here so the step compiles."""
-    script = tmp_path / "rank.py"
-    script.write_text(RANK_SCRIPT)
-    out = tmp_path / "run"
-    sets = [a for a in FAST if a != "--set"] + ["train.xla=true", "train.epochs=1", "train.steps_per_epoch=3",
-                                                 "train.batch_size=4", "train.eval_every=null", "model.batch_norm=sync"]
-    env = {**ENV, "TF_XLA_FLAGS": "--tf_xla_cpu_global_jit", "TF_CPP_MIN_LOG_LEVEL": "0"}
-    proc = subprocess.run([str(Path(sys.executable).with_name("horovodrun")), "--gloo", "-np", "2", "-H",
-                           "localhost:2", sys.executable, str(script), str(records), str(out), *sets],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_GUARD)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-3000:]
-    assert "rank 1/2 local_rank 1/2 device CPU precision float32 xla True" in proc.stdout
-    assert "Compiled cluster using XLA" in output, output[-3000:]
-    ranks = [np.load(out / f"rank{r}.npz") for r in range(2)]
-    for name in ranks[0].files:
-        np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=name)
-    summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["steps"] == 3 and np.isfinite(summary["final_train_loss"])
 
 
 @pytest.mark.slow(minutes=4)

@@ -201,24 +201,25 @@ RUN_COLUMNS = (("top-1", _percent, lambda sd: f"{100 * sd:.2f} pts"),
                ("latency p99 ms", lambda v: _num(v, 2), lambda sd: _num(sd, 2)))
 
 
-def runs(runs: list[RunData]) -> Table:
-    """One row per run (its arch, the keys that tell it apart, its figures), then for each group of runs that
-    differ only in train.seed the mean and sample standard deviation of each figure."""
-    changed = changed_keys(runs)
+def runs(compared: list[RunData]) -> Table:
+    """One row per run (its arch, the data/model/train keys that tell it apart, its figures), then for each
+    group of runs that differ only in train.seed, each run's seed its own, the mean and sample standard
+    deviation of each figure."""
+    changed = changed_keys(compared)
     rows, groups = [], {}
-    for run in runs:
+    for run in compared:
         trained = _trained(run)
         keys = ", ".join(f"{key}={json.loads(trained[key])}" for key in changed if key in trained)
         figures = _figures(run)
         rows.append([run.name, (run.summary or {}).get("arch", "-"), keys or "-",
                      *(fmt(value) for (_, fmt, _), value in zip(RUN_COLUMNS, figures))])
         group = json.dumps({k: v for k, v in trained.items() if k != SEED}, sort_keys=True)
-        groups.setdefault(group, []).append((run, figures))
+        groups.setdefault(group, []).append((run, figures, trained.get(SEED)))
     for members in groups.values():
-        if len(members) > 1:
+        if len(members) > 1 and len({seed for *_, seed in members}) == len(members):
             rows.append([f"mean +- sd of {len(members)} seeds", (members[0][0].summary or {}).get("arch", "-"),
-                         ", ".join(run.name for run, _ in members),
-                         *(_spread([f[i] for _, f in members], fmt, sd_fmt)
+                         ", ".join(run.name for run, *_ in members),
+                         *(_spread([f[i] for _, f, _ in members], fmt, sd_fmt)
                            for i, (_, fmt, sd_fmt) in enumerate(RUN_COLUMNS))])
     return ["run", "arch", "changed keys", *(header for header, _, _ in RUN_COLUMNS)], rows
 

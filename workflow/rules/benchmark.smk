@@ -7,6 +7,8 @@
 from effnet.cluster.requests import attempts, launch_prefix, rule_resources
 from effnet.report import HTML, MARKDOWN, plots
 
+RUN_LABEL = {"run": "{run}"} if RUNS else {}  # each run's report in Snakemake's --report
+
 
 rule benchmark_train:
     input:
@@ -65,8 +67,8 @@ rule report:
         benchmark_inference,
     output:
         markdown=str(report_dir / MARKDOWN),
-        html=report(str(report_dir / HTML), category="Report", labels={"file": "run report"}),
-        plots=[report(str(report_dir / name), category="Plots", labels={"plot": name.removesuffix(".png")})
+        html=report(str(report_dir / HTML), category="Report", labels={**RUN_LABEL, "file": "run report"}),
+        plots=[report(str(report_dir / name), category="Plots", labels={**RUN_LABEL, "plot": name.removesuffix(".png")})
                for name in plots.PLOTS],
     params:
         run=lambda wildcards, input: str(Path(input[0]).parents[1]),  # run_dir, above train/
@@ -99,7 +101,7 @@ if RUNS:
             out=parent_of_output,
         resources:
             **rule_resources(config, "report"),
-            launch=lambda wildcards, attempt: launch_prefix(config, "report", attempt=attempt),
+            launch=lambda wildcards, attempt: launch_prefix(config, "compare_runs", attempt=attempt),
         retries: attempts(config, workflow.is_main_process)
         log:
             str(RUN_DIR / layout.LOGS / "compare_runs.log"),

@@ -26,9 +26,9 @@ RUN_DIR = Path(config["run_dir"])
 # wildcards. The per-run rules take {run} and run in run_dir/runs/{run}/; the data stages take {data} and write
 # run_dir/data/{data}/, once per distinct data section.
 RUNS = sweeps.expand(config)
+DATA_CONFIGS = sweeps.data_configs(RUNS, RUN_DIR)
+RUN_DATA = {name: sweeps.data_key(run) for name, run in RUNS.items()}
 if RUNS:
-    DATA_CONFIGS = sweeps.data_configs(RUNS, RUN_DIR)
-    RUN_DATA = {name: sweeps.data_key(run) for name, run in RUNS.items()}
 
     wildcard_constraints:
         run="|".join(map(re.escape, RUNS)),
@@ -174,6 +174,11 @@ def config_overrides(*keys):
     changes its params, so only the stages that use a key rerun when it changes."""
     return lambda wildcards: " ".join(f"--set {key}={shlex.quote(_yaml_value(run_config(wildcards), key))}"
                                       for key in keys)
+
+
+def data_value(key):
+    """A data stage's param: its data section's value of ``key``."""
+    return lambda wildcards: data_config(wildcards)["data"][key]
 
 
 def run_value(key):

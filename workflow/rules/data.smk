@@ -12,8 +12,8 @@ rule demo_data:
     output:
         directory(demo_images),
     params:
-        seed=lambda wildcards: data_config(wildcards)["data"]["seed"],
-        per_class=lambda wildcards: data_config(wildcards)["data"]["demo_images_per_class"],
+        seed=data_value("seed"),
+        per_class=data_value("demo_images_per_class"),
     resources:
         **rule_resources(config, "demo_data"),
         launch=lambda wildcards, attempt: launch_prefix(data_config(wildcards), "demo_data", attempt=attempt),
