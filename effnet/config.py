@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from effnet.errors import UserError
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
 SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+BATCH_KEYS = ("runs", "sweep")  # several runs in one config, which the workflow expands (effnet.sweeps)
 
 
 class ConfigError(UserError):
@@ -60,8 +62,10 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     return config
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read a YAML config, merge ``overrides`` (nested dict) over it, validate and return it."""
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None, batch: bool = False) -> dict[str, Any]:
+    """Read a YAML config, merge ``overrides`` (nested dict) over it, validate and return it. A config of
+    several runs (``runs:``/``sweep:``) warns unless ``batch``: a stage runs one and ignores them (the workflow
+    calls it with the run's keys as overrides)."""
     path = Path(path)
     try:
         config = yaml.safe_load(path.read_text()) or {}
@@ -69,7 +73,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
         raise ConfigError(f"{path}: cannot read configuration: {exc}") from exc
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(config).__name__}")
-    return validate(merge(config, overrides or {}), str(path))
+    config = validate(merge(config, overrides or {}), str(path))
+    several = [key for key in BATCH_KEYS if config.get(key)]
+    if several and not batch:
+        warnings.warn(f"{path}: {', '.join(several)} ignored: a stage runs the top level's settings and its --set "
+                      "values; only the workflow expands runs (README, \"Batch runs\")", stacklevel=2)
+    return config
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

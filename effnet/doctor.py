@@ -336,7 +336,7 @@ def main(args: argparse.Namespace) -> int:
     if args.cluster:
         from effnet.config import load_config
 
-        config = load_config(args.config)
+        config = load_config(args.config, batch=True)  # the runs of a batch share its cluster section
     checks = run_checks(config) + ([check_train_step()] if args.train_step else [])
     for c in checks:
         status = "ok  " if c.ok else ("FAIL" if c.required else "warn")

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from effnet import layout
-from effnet.config import ConfigError, merge, validate
+from effnet.config import BATCH_KEYS, ConfigError, merge, validate
 
-BATCH_KEYS = ("runs", "sweep")
 # data keys that do not change the records: backend picks the reader, workers how many processes write them
 RECORD_NEUTRAL_DATA_KEYS = ("backend", "workers")
 UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")

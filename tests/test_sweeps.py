@@ -1,4 +1,6 @@
 """Batch runs: runs: and sweep: expand into named, merged, validated run configs sharing equal data stages."""
+from pathlib import Path
+
 import pytest
 
 from effnet import sweeps
@@ -6,7 +8,7 @@ from effnet.config import ConfigError, load_config
 
 
 def expanded(extra: dict) -> dict:
-    return sweeps.expand(load_config("config/config.yaml", {"run_dir": "out", **extra}))
+    return sweeps.expand(load_config("config/config.yaml", {"run_dir": "out", **extra}, batch=True))
 
 
 def test_a_config_without_runs_or_sweep_is_one_run():
@@ -65,12 +67,20 @@ def test_a_bad_run_is_named_with_its_key(extra, message):
 ])
 def test_the_schema_checks_run_names_and_sweep_keys(extra, message):
     with pytest.raises(ConfigError) as error:
-        load_config("config/config.yaml", extra)
+        load_config("config/config.yaml", extra, batch=True)
     assert message in str(error.value)
+
+
+def test_a_stage_warns_that_it_ignores_the_runs_of_a_batch_config(tmp_path):
+    batch = tmp_path / "seeds.yaml"
+    batch.write_text(Path("config/config.yaml").read_text() + "sweep: {train.seed: [0, 1]}\n")
+    with pytest.warns(UserWarning, match=f"{batch}: sweep ignored: a stage runs the top level's settings"):
+        load_config(batch)
+    assert load_config(batch, batch=True)["sweep"] == {"train.seed": [0, 1]}
 
 
 def test_a_run_in_a_container_also_mounts_the_shared_records(tmp_path):
     runs = sweeps.expand(load_config("config/config.yaml", {
         "run_dir": str(tmp_path), "sweep": {"train.seed": [0]},
-        "cluster": {"container_image": "/img.sqsh", "container_mounts": "/data:/data"}}))
+        "cluster": {"container_image": "/img.sqsh", "container_mounts": "/data:/data"}}, batch=True))
     assert runs["seed-0"]["cluster"]["container_mounts"] == f"/data:/data,{tmp_path}:{tmp_path}"
