@@ -359,12 +359,15 @@ def test_a_rank_that_would_train_alone_is_an_error(records, tmp_path):
     assert "SLURM_NTASKS=2 but Horovod started 1 rank(s): this process would train alone" in proc.stderr
 
 
-def test_amp_means_float16_on_gpu_bfloat16_on_a_cpu_that_has_it_or_what_it_names():
+def test_amp_means_float16_on_gpu_float32_on_a_cpu_or_what_it_names():
     from effnet.benchmark.precisions import resolve
 
     native = recipe.cpu_has_native_bf16()
     assert recipe.amp_policy(True, on_gpu=True) == "mixed_float16"
-    assert recipe.amp_policy(True, on_gpu=False) == ("mixed_bfloat16" if native else None)
+    assert recipe.amp_policy(True, on_gpu=False) is None
+    with pytest.warns(UserWarning, match="train.amp: float32 on a CPU"):
+        assert recipe.precision({"amp": True, "xla": "auto", "tf32": True}, on_gpu=False).policy == "float32"
+    assert recipe.amp_policy("bfloat16", on_gpu=False) == "mixed_bfloat16"
     assert recipe.amp_policy("float16", on_gpu=False) == "mixed_float16"
     assert recipe.amp_policy(False, on_gpu=True) is None
     # the benchmark's amp row follows train.amp where it names a type, else runs where AMP pays (here: CPU)

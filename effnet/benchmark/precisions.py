@@ -3,13 +3,14 @@
 - ``fp32``: float32, TF32 off;
 - ``tf32``: float32 with TensorFloat-32 matmuls/convolutions: Ampere or newer GPUs only;
 - ``amp``: mixed precision, float16 with loss scaling on GPU, bfloat16 on a CPU with native
-  bfloat16 (emulated bfloat16 is about 2x slower than float32: not measured, see ``recipe.precision``);
-  train.amp float16 or bfloat16 makes it that one on any device.
+  bfloat16 (training's ``amp: true`` stays float32 on a CPU, where bfloat16 was measured 2x slower: this row
+  shows it on yours; emulated bfloat16 is not measured); train.amp float16 or bfloat16 makes it that one on
+  any device.
 XLA follows train.xla (auto: on for GPUs only).
 """
 from __future__ import annotations
 
-from effnet.train.recipe import Precision, amp_policy
+from effnet.train.recipe import Precision, amp_policy, cpu_has_native_bf16
 
 NAMES = ("fp32", "tf32", "amp")
 
@@ -39,10 +40,12 @@ def resolve(name: str, train: dict) -> Precision | str:
             return f"TF32 needs an Ampere or newer GPU (compute capability {capability[0]}.{capability[1]} here)"
         return Precision("float32", jit, tf32=True)
     if name == "amp":
-        policy = amp_policy(train["amp"] if isinstance(train["amp"], str) else True, on_gpu)
-        if policy is None:
+        named = train["amp"] if isinstance(train["amp"], str) else None
+        if named or on_gpu:
+            return Precision(amp_policy(named or True, on_gpu), jit, tf32=on_gpu)
+        if not cpu_has_native_bf16():
             return "this CPU has no native bfloat16 (AVX512_BF16/AMX): emulated, it is slower than float32"
-        return Precision(policy, jit, tf32=on_gpu)
+        return Precision("mixed_bfloat16", jit, tf32=False)
     raise ValueError(f"unknown precision {name!r}: one of {', '.join(NAMES)}")
 
 

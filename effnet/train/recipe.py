@@ -159,24 +159,23 @@ def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
 
 def amp_policy(amp: bool | str, on_gpu: bool) -> str | None:
     """The Keras mixed-precision policy ``train.amp`` means on this host, None for float32: "float16" and
-    "bfloat16" are that everywhere; true is float16 on GPU, bfloat16 on a CPU that has it, else None."""
+    "bfloat16" are that everywhere; true is float16 on GPU, float32 on a CPU (``precision``)."""
     if amp in ("float16", "bfloat16"):
         return f"mixed_{amp}"
-    if amp and (on_gpu or cpu_has_native_bf16()):
-        return "mixed_float16" if on_gpu else "mixed_bfloat16"
-    return None
+    return "mixed_float16" if amp and on_gpu else None
 
 
 def precision(train: dict, on_gpu: bool) -> Precision:
     """The precision settings for this host (``amp_policy``).
 
-    Measured on this project's CPU without AVX512_BF16 (B0 grad step, 128 px, batch 16): float32 29.8
-    img/s, mixed_bfloat16 13.5 img/s; XLA makes B0 about 9x slower on CPU. Both are warned about.
+    Measured for B0 on this project's CPUs, mixed_bfloat16 against float32: without AVX512_BF16 13.5 against
+    29.8 img/s (grad step, 128 px, batch 16); with AVX512_BF16 (no AMX) 272 against 561 img/s (train step,
+    32 px, batch 64). XLA makes B0 about 9x slower on CPU. Both are warned about.
     """
     policy = amp_policy(train["amp"], on_gpu) or "float32"
-    if train["amp"] is True and policy == "float32":
-        warnings.warn("train.amp: this CPU has no native bfloat16 (AVX512_BF16/AMX); training in float32, "
-                      "which is about 2x faster here than emulated bfloat16", stacklevel=2)
+    if train["amp"] is True and not on_gpu:
+        warnings.warn("train.amp: float32 on a CPU, where mixed bfloat16 trains EfficientNet about 2x slower "
+                      "(measured with and without AVX512_BF16); amp: bfloat16 forces it", stacklevel=2)
     xla = train["xla"]
     if xla is True and not on_gpu:
         warnings.warn("train.xla: XLA makes EfficientNet about 9x slower on CPU; 'auto' turns it on for GPUs only",
