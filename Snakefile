@@ -4,7 +4,7 @@
 #   snakemake --cores all all                    run locally
 #   snakemake --profile profiles/slurm all       run on a SLURM cluster
 #   snakemake all -n --configfile config/imagenet-b0.yaml   plan a run without executing it
-# A config with runs: or sweep: plans every run in one DAG (effnet.sweeps; README, "Batch runs").
+# A config with runs: or sweep: plans every run in one DAG (effnet.core.batch_runs; README, "Batch runs").
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -21,10 +21,9 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 
 
-# Used only with --software-deployment-method apptainer: cluster.container_image, else the NGC image our
-# Dockerfile builds on. The SLURM profile uses Pyxis instead, and only when container_image is set.
-container: f"docker://{config['cluster']['container_image'] or 'nvcr.io/nvidia/tensorflow:25.02-tf2-py3'}"
-
+# Used only with --software-deployment-method apptainer (effnet.cluster.requests.apptainer_image). The SLURM
+# profile uses Pyxis instead, and only when cluster.container_image is set.
+container: apptainer_image(config)
 
 
 include: "workflow/rules/data.smk"
@@ -35,11 +34,11 @@ include: "workflow/rules/benchmark.smk"
 
 rule all:
     input:
-        each_data(index_summary),
-        each_run(train_summary),
-        each_run(eval_metrics),
-        each_run(export_dir),
+        BATCH.each_data(index_summary),
+        BATCH.each_run(train_summary),
+        BATCH.each_run(eval_metrics),
+        BATCH.each_run(export_dir),
         predictions_of_each_run(),
-        each_run(str(report_dir / MARKDOWN)),
-        rules.compare_runs.output if RUNS else [],
+        BATCH.each_run(str(report_dir / layout.REPORT_MARKDOWN)),
+        rules.compare_runs.output if BATCH.several else [],
     default_target: True

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up this project (Python 3.10-3.12; no root needed when g++ and the Python headers are present), then act:
 #   ./setup.sh          set up, then run the whole pipeline on the embedded demo dataset
-#   ./setup.sh test     set up (plus, as root, Debian's SLURM and munge for the tests), then run the test suite
+#   ./setup.sh test     set up (plus, as root, Debian's SLURM and munge for the tests, and the peer comparisons'
+#                       data: scikit-learn's digits and Debian's Fashion-MNIST), then run the test suite
 #   ./setup.sh env      set up only
 #   ./setup.sh system [ACTION]   only check (or, as root, install) the system packages ACTION needs
 # Idempotent: each step is skipped when what it depends on is unchanged (a warm run takes seconds).
@@ -18,6 +19,7 @@ VENV=.venv
 TF_WHEEL=${EFFNET_TF:-tensorflow-cpu}
 CONSTRAINTS=requirements/constraints.txt
 SLURM_PACKAGES=(munge slurmctld slurmd slurm-client libslurm-dev)  # the tests' own SLURM, on localhost
+BENCH_PACKAGES=(dataset-fashion-mnist)  # the peer comparisons' Fashion-MNIST (benchmarks/peers), smoke-tested
 HOROVOD=${EFFNET_HOROVOD:-cpu}
 HOROVOD_BUILD=(HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
                MAKEFLAGS=-j2)
@@ -104,6 +106,26 @@ install_test_slurm() {
   apt_install "${missing[@]}"
 }
 
+# The peer comparisons' data, which their smoke test reads: Debian's Fashion-MNIST (root) and, below, the bench
+# extra's scikit-learn (its digits).
+install_bench_packages() {
+  local missing=() pkg
+  command -v dpkg-query >/dev/null || { say "not a Debian host: no Fashion-MNIST, the peer smoke test will fail"; return; }
+  for pkg in "${BENCH_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then say "benchmark data present"; return; fi
+  if ! can_be_root; then say "note: no root or passwordless sudo, so ${missing[*]} not installed"; return; fi
+  apt_install "${missing[@]}"
+}
+
+install_bench_extra() {
+  if vpython -c 'import sklearn' 2>/dev/null; then return; fi
+  say "pip install the bench extra (scikit-learn, for the peer comparisons)"
+  pip install -q -c "$CONSTRAINTS" -e '.[test,bench]'
+  "$VENV/bin/python" -m pip check
+}
+
 install_python_packages() {
   [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
   say "pip install $TF_WHEEL and the pinned stack ($CONSTRAINTS)"
@@ -161,9 +183,10 @@ main() {
   check_python
   local start=$SECONDS
   install_build_packages
-  if [ "$action" = test ]; then install_test_slurm; fi
+  if [ "$action" = test ]; then install_test_slurm; install_bench_packages; fi
   if [ -n "$system_only" ]; then return; fi
   setup_python
+  if [ "$action" = test ]; then install_bench_extra; fi
   say "setup finished in $((SECONDS - start)) s"
   export PATH="$PWD/$VENV/bin:$PATH"
   case "$action" in

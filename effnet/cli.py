@@ -1,8 +1,7 @@
-"""Command line: one subcommand per pipeline stage.
+"""Command line: one subcommand per pipeline stage (``effnet.stages``).
 
-Each stage module exposes ``register(subparsers)``, which adds its parser and
-sets ``func`` to a callable taking the parsed arguments and returning an exit
-code. Stage modules import TensorFlow and friends lazily, so ``--help`` is fast.
+Each stage module exposes ``register(subparsers)``, which adds its parser and sets ``func`` to a callable taking
+the parsed arguments and returning an exit code.
 """
 from __future__ import annotations
 
@@ -10,12 +9,9 @@ import argparse
 import importlib
 import sys
 
-from effnet import provenance
-from effnet.errors import EXIT_USER_ERROR, UserError
-
-# Modules that define a stage, in pipeline order.
-STAGES = ["effnet.doctor", "effnet.data.demo", "effnet.data.prepare", "effnet.data.index", "effnet.train",
-          "effnet.evaluate", "effnet.export", "effnet.infer", "effnet.benchmark", "effnet.report"]
+from effnet.core import provenance
+from effnet.core.errors import EXIT_USER_ERROR, UserError
+from effnet.stages import STAGES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="stage", metavar="<stage>", required=True)
     for name in STAGES:
-        importlib.import_module(name).register(subparsers)
+        importlib.import_module(f"effnet.stages.{name}").register(subparsers)
     return parser
 
 

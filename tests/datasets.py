@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from effnet.data.tfrecord import iter_records
+from effnet.formats.tfrecord import iter_records
 
 
 def jpeg_bytes(seed: int, size=(48, 40), mode="RGB", fmt="JPEG") -> bytes:
@@ -60,10 +59,6 @@ def read_split(directory: Path, split: str) -> list[dict]:
     """Every example of a split's shards, parsed, in shard order."""
     return [e for shard in sorted(Path(directory).glob(f"{split}-*")) if shard.suffix != ".idx"
             for e in read_shard(shard)]
-
-
-def manifest(directory: Path) -> dict:
-    return json.loads((Path(directory) / "manifest.json").read_text())
 
 
 def copy_files(src: Path, dst: Path) -> Path:

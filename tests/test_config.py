@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import HANG_GUARD, REPO
-from effnet.config import ConfigError, load_config, validate
+from effnet.core.config import ConfigError, load_config, validate
 
 CONFIGS = sorted((REPO / "config").glob("*.yaml"))
 

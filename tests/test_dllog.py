@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from effnet.dllog import DLLogger, Verbosity
+from effnet.formats.dllog import DLLogger, Verbosity
 
 LOG_KEYS = {"timestamp", "datetime", "elapsedtime", "type", "step", "data"}
 META_KEYS = {"timestamp", "datetime", "elapsedtime", "type", "metric", "metadata"}

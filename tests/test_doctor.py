@@ -14,7 +14,7 @@ import sys
 import pytest
 from conftest import HANG_GUARD
 
-from effnet.doctor import SLURM_COMMANDS
+from effnet.stages.doctor import SLURM_COMMANDS
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def fake_slurm(tmp_path, monkeypatch, help_text: str, mpi_types: str, gres: str)
 
 
 def test_cluster_checks_name_what_is_missing_and_the_fix(tmp_path, monkeypatch):
-    from effnet.doctor import cluster_checks
+    from effnet.stages.doctor import cluster_checks
 
     cluster = {"container_image": "nvcr.io/nvidia/tensorflow:25.02-tf2-py3", "mpi": "pmix", "gpus_per_node": 8}
     fake_slurm(tmp_path, monkeypatch, "Usage: srun [OPTIONS...]\\n  --mpi=type\\n",

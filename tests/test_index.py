@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets import copy_files, make_folders, manifest, read_split
+from datasets import copy_files, make_folders, read_split
+from effnet.formats.records import load_manifest
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_dali_reads_every_record_through_the_index(cli, shards, tmp_path):
         labels += [int(np.array(y)[0]) for y in label_batch]
     labels, shapes = labels[:total], shapes[:total]
     expected = read_split(shards, "train")
-    assert total == len(expected) == manifest(shards)["splits"]["train"]["examples"]
+    assert total == len(expected) == load_manifest(shards)["splits"]["train"]["examples"]
     assert labels == [e["label"] for e in expected]  # same records, same order
     assert Counter(labels) == {1: 9, 2: 7, 3: 8}
     assert set(shapes) == {(40, 48, 3)}

@@ -5,10 +5,10 @@ import keras
 import numpy as np
 import pytest
 
-from effnet.errors import UserError
+from effnet.core.errors import UserError
 from effnet.models import build_model
 from effnet.models.efficientnet import IMAGENET_MEAN, IMAGENET_STD
-from effnet.train import init_weights
+from effnet.stages.train import init_weights
 
 SIZE = 64
 

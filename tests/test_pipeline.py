@@ -11,13 +11,13 @@ from PIL import Image
 
 from conftest import run_cli
 from datasets import copy_files, make_folders, read_split
+from effnet.core.errors import UserError
 from effnet.data import autoaugment, build_dataset, dali, tfdata
-from effnet.data.index import build_indexes
 from effnet.data.mixing import mix_batch
 from effnet.data.pipeline import default_index_dir, diagnose
 from effnet.data.sharding import plan, plan_epochs
-from effnet.data.tfrecord import encode_record
-from effnet.errors import UserError
+from effnet.formats.tfrecord import encode_record
+from effnet.stages.index import build_indexes
 
 BACKENDS = ["tfdata", "dali"]
 

@@ -2,7 +2,6 @@
 import csv
 import errno
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -16,10 +15,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import HANG_GUARD, REPO
-from datasets import jpeg_bytes, make_folders, manifest, read_shard, read_split
-from effnet.data.demo import write_demo
-from effnet.data.prepare.plan import plan_files
-from effnet.data.prepare.sources import list_folders
+from datasets import jpeg_bytes, make_folders, read_shard, read_split
+from effnet.formats.dllog import read_records
+from effnet.formats.records import load_manifest
+from effnet.stages.demo_data import write_demo
+from effnet.stages.prepare.plan import plan_files
+from effnet.stages.prepare.sources import list_folders
 
 
 def prepare(cli, src, out, *extra, source="folders", check=True):
@@ -30,7 +31,7 @@ def prepare(cli, src, out, *extra, source="folders", check=True):
 def test_folders_round_trip(cli, tmp_path):
     written = make_folders(tmp_path / "src", train={"cat": 7, "dog": 5, "emu": 6}, val={"cat": 2, "dog": 3, "emu": 1})
     prepare(cli, tmp_path / "src", tmp_path / "out", "--train-shards", "3", "--val-shards", "2")
-    m = manifest(tmp_path / "out")
+    m = load_manifest(tmp_path / "out")
     assert [c["id"] for c in m["classes"]] == ["cat", "dog", "emu"]
     assert m["label_offset"] == 1
     assert (tmp_path / "out/labels.txt").read_text() == "0\tcat\tcat\n1\tdog\tdog\n2\temu\temu\n"
@@ -51,7 +52,7 @@ def test_folders_round_trip(cli, tmp_path):
     for shard in m["splits"]["train"]["shards"]:
         data = (tmp_path / "out" / shard["file"]).read_bytes()
         assert (len(data), hashlib.sha256(data).hexdigest()) == (shard["bytes"], shard["sha256"])
-    params, result = [json.loads(line[5:]) for line in (tmp_path / "out/prepare.dllog.json").read_text().splitlines()]
+    params, result = read_records(tmp_path / "out/prepare.dllog.json")
     assert params["step"] == "PARAMETER" and params["data"]["train_shards"] == 3
     assert result["step"] == [] and result["data"]["examples"] == 18 + 6 and result["data"]["images_per_second"] > 0
 
@@ -80,7 +81,7 @@ def test_non_rgb_jpeg_inputs_become_rgb_jpeg(cli, tmp_path, name, data):
     assert converted["encoded"][:2] == b"\xff\xd8"  # a JPEG
     image = tf.io.decode_jpeg(converted["encoded"], channels=0)
     assert image.shape == (40, 48, 3)
-    assert manifest(tmp_path / "out")["converted"] == 1
+    assert load_manifest(tmp_path / "out")["converted"] == 1
 
 
 def test_imagenet_layout_with_csv_labels_and_synsets(cli, tmp_path):
@@ -127,7 +128,7 @@ def test_synsets_file_gives_the_standard_class_ids_for_a_subset(cli, tmp_path):
     synsets.write_text("n04 four\nn03 three\nn02 two\nn01 one\n")  # the file's order, not sorted
     prepare(cli, src, tmp_path / "out", "--train-shards", "1", "--val-shards", "1", "--synsets", str(synsets),
             source="imagenet")
-    m = manifest(tmp_path / "out")
+    m = load_manifest(tmp_path / "out")
     assert m["num_classes"] == 4
     assert [c["id"] for c in m["classes"]] == ["n04", "n03", "n02", "n01"]
     for split in ("train", "validation"):
@@ -168,7 +169,7 @@ def test_empty_class_is_an_error(cli, tmp_path):
 
 WORKER_SIDE = """
 import sys
-from effnet.data.records import check_example, encode_example
+from effnet.formats.records import check_example, encode_example
 jpeg = open(sys.argv[1], "rb").read()
 data = encode_example(jpeg, 40, 48, 2, "n0001", "cat", "cat_0.jpg")
 check_example(data, "here")
@@ -210,7 +211,7 @@ def test_corrupt_image_fails_naming_it_or_is_skipped(cli, tmp_path):
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".train")]  # no temp left
 
     prepare(cli, tmp_path / "src", tmp_path / "out", "--train-shards", "2", "--val-shards", "1", "--skip-corrupt")
-    m = manifest(tmp_path / "out")
+    m = load_manifest(tmp_path / "out")
     assert [s["file"] for s in m["skipped"]] == [str(bad)]
     assert m["splits"]["train"]["examples"] == 6
     assert "truncated.jpg" not in [e["filename"] for e in read_split(tmp_path / "out", "train")]
@@ -281,7 +282,7 @@ def test_killed_prepare_resumes_only_missing_shards(tmp_path):
     assert {name: (out / name).stat().st_mtime_ns for name in done} == before  # not rewritten
     clean = subprocess.run(args + ["--output", str(tmp_path / "clean")], cwd=REPO, env=env, capture_output=True)
     assert clean.returncode == 0
-    resumed, fresh = manifest(out), manifest(tmp_path / "clean")
+    resumed, fresh = load_manifest(out), load_manifest(tmp_path / "clean")
     assert resumed["splits"] == fresh["splits"]  # same shards, counts and checksums as a run never killed
     assert not list(out.glob(".*.tmp-*"))
 
@@ -289,11 +290,11 @@ def test_killed_prepare_resumes_only_missing_shards(tmp_path):
 def test_changed_input_rewrites_its_shard(cli, tmp_path):
     make_folders(tmp_path / "src", train={"a": 4, "b": 4}, val={"a": 1, "b": 1})
     prepare(cli, tmp_path / "src", tmp_path / "out", "--train-shards", "2", "--val-shards", "1")
-    first = manifest(tmp_path / "out")
+    first = load_manifest(tmp_path / "out")
     (tmp_path / "src/train/a/a_0.jpg").write_bytes(jpeg_bytes(999))
     proc = prepare(cli, tmp_path / "src", tmp_path / "out", "--train-shards", "2", "--val-shards", "1")
     assert "2 of 3 shards already complete, 1 to write" in proc.stdout
-    second = manifest(tmp_path / "out")
+    second = load_manifest(tmp_path / "out")
     changed = [a["file"] for a, b in zip(first["splits"]["train"]["shards"], second["splits"]["train"]["shards"])
                if a["sha256"] != b["sha256"]]
     assert len(changed) == 1
@@ -307,7 +308,7 @@ def test_existing_tfrecords_are_validated_not_rewritten(cli, tmp_path):
     for shard in (tmp_path / "written").glob("*-of-*"):
         (existing / shard.name).write_bytes(shard.read_bytes())
     prepare(cli, existing, tmp_path / "out", source="tfrecords")
-    m = manifest(tmp_path / "out")
+    m = load_manifest(tmp_path / "out")
     assert (m["num_classes"], m["label_offset"]) == (3, 1)
     assert [c["name"] for c in m["classes"]] == ["a", "b", "c"]
     assert m["splits"]["train"]["examples"] == 8 and m["splits"]["validation"]["examples"] == 2
@@ -378,7 +379,7 @@ def test_a_dead_worker_is_retried_once_then_named(tmp_path, kills):
     assert f"prepare: the worker writing {shard} was killed by SIGKILL (out of memory?); retrying the shard" in stdout
     if kills == 1:
         assert proc.returncode == 0, stderr
-        assert manifest(out)["splits"]["train"]["examples"] == 60
+        assert load_manifest(out)["splits"]["train"]["examples"] == 60
     else:
         assert proc.returncode == 2
         assert f"{shard}: the worker writing this shard was killed by SIGKILL (out of memory?), 2 times" in stderr
@@ -387,7 +388,7 @@ def test_a_dead_worker_is_retried_once_then_named(tmp_path, kills):
 
 
 def test_default_worker_count_follows_the_cpus_and_memory_the_job_has():
-    script = ("import os; from effnet.resources import default_workers; os.sched_setaffinity(0, {0}); "
+    script = ("import os; from effnet.core.resources import default_workers; os.sched_setaffinity(0, {0}); "
               "print(default_workers(1), default_workers(1 << 60))")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
     assert proc.stdout.split() == ["1", "1"]  # one CPU bound; memory for less than one worker still gives one

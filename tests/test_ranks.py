@@ -7,8 +7,8 @@ import psutil
 import pytest
 import tensorflow as tf
 
-from effnet import ranks
-from effnet.errors import UserError
+from effnet.core import ranks
+from effnet.core.errors import UserError
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from effnet import benchmarks, layout, runs
-from effnet.dllog import DLLogger
-from effnet.report import plots, write, write_runs
-from effnet.timing import latency_ms
+from effnet.core import layout
+from effnet.core.timing import latency_ms
+from effnet.formats import benchmark_results
+from effnet.formats.dllog import DLLogger
+from effnet.stages.report import plots, write, write_runs
 
 CPU_ENV = {"host": "h", "cpu": "Some CPU", "cpu_count": 2, "cpus_usable": 2, "gpus": [],
            "versions": {"tensorflow": "2.18.1"}, "container": None}
@@ -23,23 +24,23 @@ def _seconds(seed, n=20, scale=0.1):
 
 def make_run(root: Path, speed: float = 1.0, env=CPU_ENV, arch="efficientnet-b0", size=32) -> Path:
     """A run directory with every stage output the report reads; figures scale with ``speed``."""
-    train = layout.path(root, layout.TRAIN)
+    train = root / layout.TRAIN
     train.mkdir(parents=True)
-    with DLLogger(train / runs.LOG, stream=None) as log:  # two attempts: the second resumes at step 4
+    with DLLogger(train / layout.TRAIN_LOG, stream=None) as log:  # two attempts: the second resumes at step 4
         for attempt, steps in ((0, (2, 4, 6)), (1, (6, 8))):
             log.log("PARAMETER", {"world_size": 1, "updates_per_epoch": 4})
             for step in steps:
                 log.log((step // 4, step), {"loss": 3.0 - 0.1 * step - 0.01 * attempt, "top1": 0.1 * step,
                                             "lr": 0.01 * step, "img_per_sec": 100.0})
             log.log((2,), {"eval_top1": 0.5 + attempt * 0.1, "eval_loss": 1.0})
-    (train / runs.SUMMARY).write_text(json.dumps({
+    (train / layout.TRAIN_SUMMARY).write_text(json.dumps({
         "arch": arch, "image_size": size, "num_classes": 10, "world_size": 8, "epochs": 2, "steps": 8,
         "precision": "mixed_float16", "eval": {"top1": 0.6, "top5": 0.9}, "img_per_sec": 100.0 * speed}))
-    (train / runs.CONFIG).write_text("model: {}\n")
-    metrics = layout.path(root, layout.EVAL_METRICS)
+    (train / layout.TRAIN_CONFIG).write_text("model: {}\n")
+    metrics = root / layout.EVALUATE / layout.EVAL_METRICS
     metrics.parent.mkdir(parents=True)
     metrics.write_text(json.dumps({"top1": 0.625, "top5": 0.95}))
-    bench = layout.path(root, layout.BENCHMARK)
+    bench = root / layout.BENCHMARK
     bench.mkdir()
     train_rows = []
     for precision in ("fp32", "amp"):
@@ -50,14 +51,14 @@ def make_run(root: Path, speed: float = 1.0, env=CPU_ENV, arch="efficientnet-b0"
                 train_rows.append({"precision": precision, "batch_size": batch, "ranks": ranks, "img_per_sec": rate,
                                    "step_latency_ms": latency_ms(seconds), "step_seconds": seconds,
                                    "weak_scaling": 0.9 if ranks > 1 else 1.0})
-    (bench / benchmarks.TRAIN).write_text(json.dumps({
+    (bench / layout.BENCHMARK_RESULTS["train"]).write_text(json.dumps({
         "kind": "train", "arch": arch, "image_size": size, "data": "synthetic", "warmup_steps": 5, "steps": 20,
         "method": "m", "rows": train_rows, "skipped": [{"precision": "tf32", "reason": "TF32 needs a GPU"}],
         "environment": env, "config": {}}))
     inference_rows = [{"model": model, "precision": "amp", "batch_size": batch, "image_size": size,
                        "img_per_sec": speed * batch * 10.0, "latency_ms": latency_ms(_seconds(batch)),
                        "seconds": _seconds(batch)} for model in ("keras", "export") for batch in (1, 2, 4, 8)]
-    (bench / benchmarks.INFERENCE).write_text(json.dumps({
+    (bench / layout.BENCHMARK_RESULTS["inference"]).write_text(json.dumps({
         "kind": "inference", "warmup_calls": 2, "calls": 20, "method": "m", "rows": inference_rows, "skipped": [],
         "environment": env, "config": {"model": {"arch": arch}}}))
     return root
@@ -86,21 +87,21 @@ def test_tables_and_plots_hold_the_runs_figures(tmp_path):
     assert "TF32 needs a GPU" in text and "## Missing" not in text
     assert all(r[-1] == "-" for r in perf)  # a CPU: no published figure is comparable
 
-    for name in plots.PLOTS:  # valid PNGs whose series are the run's numbers
+    for name in layout.REPORT_PLOTS:  # valid PNGs whose series are the run's numbers
         with Image.open(tmp_path / "out" / name) as image:
             image.verify()
         assert plots.read_series(tmp_path / "out" / name) == json.loads(json.dumps(drawn[name]))
-    training = plots.read_series(tmp_path / "out" / plots.TRAINING)
+    training = plots.read_series(tmp_path / "out" / layout.TRAINING_PLOT)
     assert training["epoch"] == [0.5, 1.0, 1.5, 2.0]  # steps 2..8 of 4 per epoch; step 6 logged twice: last wins
     assert training["loss"] == pytest.approx([2.8, 2.6, 2.39, 2.19])
     assert training["eval_epoch"] == [2] and training["eval_top1"] == [0.6]
-    assert plots.read_series(tmp_path / "out" / plots.LR)["lr"] == pytest.approx([0.02, 0.04, 0.06, 0.08])
-    bench = json.loads((run / "benchmark/train.json").read_text())
-    scaling = plots.read_series(tmp_path / "out" / plots.SCALING)
+    assert plots.read_series(tmp_path / "out" / layout.LR_PLOT)["lr"] == pytest.approx([0.02, 0.04, 0.06, 0.08])
+    bench = benchmark_results.load(run / layout.BENCHMARK, "train")
+    scaling = plots.read_series(tmp_path / "out" / layout.SCALING_PLOT)
     assert scaling["amp 32"]["img_per_sec"] == [r["img_per_sec"] for r in bench["rows"]
                                                 if (r["precision"], r["batch_size"]) == ("amp", 32)]
-    latency = plots.read_series(tmp_path / "out" / plots.LATENCY)
-    export_8 = next(r for r in json.loads((run / "benchmark/inference.json").read_text())["rows"]
+    latency = plots.read_series(tmp_path / "out" / layout.LATENCY_PLOT)
+    export_8 = next(r for r in benchmark_results.load(run / layout.BENCHMARK, "inference")["rows"]
                     if (r["model"], r["batch_size"]) == ("export", 8))
     assert latency["export amp"]["p99"][-1] == pytest.approx(np.percentile(np.asarray(export_8["seconds"]) * 1e3, 99))
 
@@ -129,32 +130,32 @@ def test_compare_sets_two_runs_side_by_side_with_ratios(tmp_path):
 
 def test_a_missing_stage_output_is_named_not_fatal(tmp_path):
     run = make_run(tmp_path / "run")
-    (run / "benchmark" / benchmarks.INFERENCE).unlink()
-    (run / layout.EVAL_METRICS).write_text("{cut sho")
+    (run / "benchmark" / layout.BENCHMARK_RESULTS["inference"]).unlink()
+    (run / layout.EVALUATE / layout.EVAL_METRICS).write_text("{cut sho")
     drawn = write(run, tmp_path / "out")
     text = (tmp_path / "out/report.md").read_text()
     missing = text.split("## Missing")[1].split("\n## ")[0]
     assert "benchmark/inference.json: not there (written by the benchmark inference stage)" in missing
     assert "evaluate/metrics.json: unreadable" in missing
     assert "_no inference benchmark_" in text
-    assert drawn[plots.LATENCY] is None and not (tmp_path / "out" / plots.LATENCY).exists()
+    assert drawn[layout.LATENCY_PLOT] is None and not (tmp_path / "out" / layout.LATENCY_PLOT).exists()
     assert _table_rows(text, "Training accuracy")[0][2] == "60.00%"  # the summary's evaluation instead
-    assert drawn[plots.SCALING] is not None
+    assert drawn[layout.SCALING_PLOT] is not None
 
 
 def test_runs_compared_in_one_table_with_each_seed_groups_mean_and_sd_and_the_best_named(tmp_path):
     recipes = {"a": (0, 0.01, 0.60), "b": (1, 0.01, 0.70), "c": (0, 0.02, 0.65)}  # seed, lr_init, top-1
     for name, (seed, lr, top1) in recipes.items():
         run = make_run(tmp_path / name)
-        (run / "train" / runs.CONFIG).write_text(json.dumps({"model": {"arch": "efficientnet-b0"},
+        (run / "train" / layout.TRAIN_CONFIG).write_text(json.dumps({"model": {"arch": "efficientnet-b0"},
                                                              "train": {"seed": seed, "lr_init": lr, "epochs": 2}}))
-        (run / layout.EVAL_METRICS).write_text(json.dumps({"top1": top1, "top5": 0.9}))
-    (tmp_path / "c" / "benchmark" / benchmarks.INFERENCE).unlink()
+        (run / layout.EVALUATE / layout.EVAL_METRICS).write_text(json.dumps({"top1": top1, "top5": 0.9}))
+    (tmp_path / "c" / "benchmark" / layout.BENCHMARK_RESULTS["inference"]).unlink()
     drawn = write_runs([tmp_path / name for name in recipes], tmp_path / "out")
     text = (tmp_path / "out/report.md").read_text()
     lines = [line for line in text.splitlines() if line.startswith("|")]
     rows = {r[0]: r[1:] for r in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
-    export_1 = next(r for r in json.loads((tmp_path / "a/benchmark/inference.json").read_text())["rows"]
+    export_1 = next(r for r in benchmark_results.load(tmp_path / "a" / layout.BENCHMARK, "inference")["rows"]
                     if (r["model"], r["batch_size"]) == ("export", 1))
     assert rows["a"] == ["efficientnet-b0", "train.lr_init=0.01, train.seed=0", "60.00%", "90.00%", "0 min 0 s",
                          "100.0", f"{export_1['latency_ms']['p50']:.2f}", f"{export_1['latency_ms']['p99']:.2f}"]
@@ -162,16 +163,16 @@ def test_runs_compared_in_one_table_with_each_seed_groups_mean_and_sd_and_the_be
     group = rows["mean +- sd of 2 seeds"]  # a and b differ only in their seed; c has another rate
     assert group[1:4] == ["a, b", "65.00% +- 7.07 pts", "90.00% +- 0.00 pts"]
     assert "Best: **b** (70.00% top-1" in text
-    assert f"- c: {tmp_path / 'c' / 'benchmark' / benchmarks.INFERENCE}: not there" in text
-    assert set(plots.read_series(tmp_path / "out" / plots.RUNS)) == {"a", "b", "c"} == set(drawn)
+    assert f"- c: {tmp_path / 'c' / 'benchmark' / layout.BENCHMARK_RESULTS['inference']}: not there" in text
+    assert set(plots.read_series(tmp_path / "out" / layout.RUNS_PLOT)) == {"a", "b", "c"} == set(drawn)
     assert 'src="runs.png"' in (tmp_path / "out/report.html").read_text()
 
 
 def test_runs_that_share_a_seed_are_not_summarised_as_seeds(tmp_path):
     for name in ("a", "again"):  # the same recipe and seed twice (a rerun): no spread over seeds to report
         run = make_run(tmp_path / name)
-        (run / "train" / runs.CONFIG).write_text(json.dumps({"train": {"seed": 0, "lr_init": 0.01}}))
-        (run / layout.EVAL_METRICS).write_text(json.dumps({"top1": 0.5, "top5": 0.9}))
+        (run / "train" / layout.TRAIN_CONFIG).write_text(json.dumps({"train": {"seed": 0, "lr_init": 0.01}}))
+        (run / layout.EVALUATE / layout.EVAL_METRICS).write_text(json.dumps({"top1": 0.5, "top5": 0.9}))
     write_runs([tmp_path / "a", tmp_path / "again"], tmp_path / "out")
     text = (tmp_path / "out/report.md").read_text()
     names = [line.strip("|").split("|")[0].strip() for line in text.splitlines() if line.startswith("|")]

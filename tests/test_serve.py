@@ -12,6 +12,9 @@ import pytest
 
 from conftest import HANG_GUARD, REPO, TEST_ARCH, run_cli
 from datasets import make_folders, read_split
+from effnet.core import layout
+from effnet.formats import checkpoints, exported_model
+from effnet.formats.dllog import read_records
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 VAL_PER_CLASS = 5  # 50 validation images: 7 batches of 7 plus one
@@ -53,12 +56,12 @@ def hand_predictions(run, weights="ema"):
     """Probabilities and labels of every validation example, preprocessed and predicted one by one here."""
     import tensorflow as tf
 
-    from effnet import runs
     from effnet.data.tfdata import eval_image
+    from effnet.formats import trained_run
 
-    model = runs.load_model(run / "run", weights)
+    model = trained_run.load_model(run / "run", weights)
     examples = read_split(run / "rec", "validation")
-    padding = json.loads((run / "run" / "train_summary.json").read_text())["crop_padding"]
+    padding = trained_run.load_summary(run / "run")["crop_padding"]
     images = np.stack([eval_image(tf.constant(e["encoded"]), 32, padding).numpy() for e in examples])
     probabilities = tf.nn.softmax(model(images, training=False)).numpy()
     return probabilities, np.array([e["label"] - 1 for e in examples]), examples
@@ -79,7 +82,7 @@ def test_evaluate_counts_every_example_once_and_matches_top1_by_hand(run):
     latency = metrics["latency_ms"]
     assert latency["p50"] <= latency["p90"] <= latency["p95"] <= latency["p99"]
     assert (run / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    records = [json.loads(line[5:]) for line in (run / "odd.dllog.json").read_text().splitlines()]
+    records = read_records(run / "odd.dllog.json")
     logged = next(r["data"] for r in records if r["type"] == "LOG")
     assert logged["eval_accuracy_top_1"] == metrics["top1"]
     assert {"avg_exp_per_second_eval", "latency_90pct", "latency_95pct", "latency_99pct"} <= set(logged)
@@ -113,8 +116,8 @@ def test_ema_and_raw_weights_are_selectable_and_differ(run, ema_metrics):
 def test_incompatible_checkpoint_data_and_missing_run_are_refused(run, tmp_path):
     other = tmp_path / "ckpt-000000001"
     shutil.copytree(sorted((run / "run" / "checkpoints").glob("ckpt-*"))[-1], other)
-    meta = json.loads((other / "meta.json").read_text())
-    (other / "meta.json").write_text(json.dumps({**meta, "arch": "efficientnet-b3", "num_classes": 3}))
+    meta, _ = checkpoints.read(other)
+    (other / layout.CHECKPOINT_META).write_text(json.dumps({**meta, "arch": "efficientnet-b3", "num_classes": 3}))
     proc = run_cli("evaluate", "--model", str(run / "run"), "--data", str(run / "rec"), "--output",
                    str(tmp_path / "m.json"), "--checkpoint", str(other))
     assert proc.returncode == 2
@@ -171,7 +174,7 @@ def test_export_loads_without_effnet_and_equals_the_keras_model(run, exported, t
                           timeout=HANG_GUARD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = np.load(tmp_path / "out.npz", allow_pickle=True)  # class names are bytes objects
-    manifest = json.loads((exported / "export.json").read_text())
+    manifest = exported_model.load_manifest(exported)
     for i in range(6):
         ids = out["bytes_class_ids"][i]
         np.testing.assert_allclose(out["bytes_probabilities"][i], probabilities[i][ids], atol=1e-5)
@@ -185,9 +188,9 @@ def test_export_loads_without_effnet_and_equals_the_keras_model(run, exported, t
     np.testing.assert_allclose(by_id[0], by_id[1], atol=2e-3)
     assert manifest["arch"] == TEST_ARCH and manifest["image_size"] == 32 and manifest["label_offset"] == 1
     assert manifest["source"]["weights"] == "ema" and manifest["onnx"] == "model.onnx"
-    from effnet import runs
+    from effnet.formats import trained_run
 
-    weights = sum(v.numpy().nbytes for v in runs.load_model(run / "run", "ema").weights)
+    weights = sum(v.numpy().nbytes for v in trained_run.load_model(run / "run", "ema").weights)
     assert (exported / "model.onnx").stat().st_size > weights  # the weights are in the file
     assert not list(run.glob(".export.tmp-*"))
 

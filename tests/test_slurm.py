@@ -26,8 +26,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from slurm.cluster import BATCH_STEP, Cluster, unavailable  # noqa: E402
 
 from effnet.cluster import job, requests  # noqa: E402
-from effnet.config import validate  # noqa: E402
-from effnet.dllog import read_records  # noqa: E402
+from effnet.core.config import validate  # noqa: E402
+from effnet.formats import benchmark_results, checkpoints, trained_run  # noqa: E402
+from effnet.formats.dllog import read_records  # noqa: E402
 
 IMAGE = "registry.example.com/team/effnet:test"
 PYXIS_IMAGE = "registry.example.com#team/effnet:test"
@@ -125,6 +126,18 @@ def test_launch_lines_and_container_options(tmp_path):
     args = job.parse_args(shlex.split(requests.launch_prefix(config, "index", str(REPO)))[2:] + ["python"])
     assert job.srun_command(args, {"SLURM_CPUS_PER_TASK": "3"}) == [
         "srun", "--overlap", "--nodes=1", "--ntasks=1", "--cpus-per-task=3", *options, "python"]
+    # the training benchmark's driver: its attempt checked against its ledger, run as it is in the job's step (it
+    # starts each rank count's workers through the rule's full prefix), never in a container or srun of its own
+    args = job.parse_args(shlex.split(requests.launch_prefix(config, "benchmark_train", attempt=2, driver=True))[2:]
+                          + ["python", "-m", "effnet", "benchmark", "train"])
+    assert (args.attempt, args.ledger) == (2, tmp_path / "run/logs/benchmark_train.attempts.jsonl")
+    assert job.srun_command(args) is None and job.local_command(args) == ["python", "-m", "effnet", "benchmark", "train"]
+
+
+def test_the_apptainer_image_is_the_configured_one_or_the_imported_dockerfile_image():
+    assert requests.apptainer_image(demo_config()) == "/shared/containers/effnet.sqsh"
+    assert requests.apptainer_image(demo_config(container_image=IMAGE)) == f"docker://{IMAGE}"
+    assert requests.apptainer_image(demo_config(container_image="./effnet.sqsh")) == "./effnet.sqsh"
 
 
 def test_an_attempt_runs_or_not_by_how_the_earlier_attempts_of_its_series_ended(tmp_path, monkeypatch, capsys):
@@ -296,7 +309,7 @@ def test_doctor_names_each_rule_whose_request_no_node_of_its_partition_holds(clu
     """A job that no node can hold stays PENDING for ever; doctor --cluster compares every rule's request, its
     last attempt's time limit included, with what sinfo says the partition's nodes have (here: 1 node, 8000 MB,
     2 GPUs, no time limit; a second partition of 60 min)."""
-    from effnet.doctor import request_checks
+    from effnet.stages.doctor import request_checks
 
     env = cluster.env()
     monkeypatch.setenv("PATH", env["PATH"])
@@ -403,14 +416,14 @@ def test_demo_dag_on_slurm_with_pyxis_a_time_limit_resume_and_a_killed_rank(clus
     print(f"demo DAG through SLURM: {took:.0f} s")
 
     # every stage ran, training resumed after its time limit with the steps of an uninterrupted run
-    summary = json.loads((run / "train/train_summary.json").read_text())
+    summary = trained_run.load_summary(run / "train")
     assert summary["steps"] == TRAIN_STEPS and summary["world_size"] == 2
     assert summary["resumed_from_step"] and 0 < summary["resumed_from_step"] < TRAIN_STEPS
     # from the checkpoint the signal asked for (rank 0 finished it before rank 1 exited and srun ended the step)
     assert stop_steps(run) == [summary["resumed_from_step"]]
     assert json.loads((run / "evaluate/metrics.json").read_text())["examples"] == 250
     assert (run / "export/export.json").exists() and (run / "infer/predictions.csv").exists()
-    bench = json.loads((run / "benchmark/train.json").read_text())  # 1 and all (2) ranks of the train job
+    bench = benchmark_results.load(run / "benchmark", "train")  # 1 and all (2) ranks of the train job
     one, two = sorted(bench["rows"], key=lambda r: r["ranks"])
     assert (one["ranks"], two["ranks"]) == (1, 2) and one["device"] == two["device"] == "CPU"
     # 2 ranks: each rank's batch / its mean step, summed; weak scaling against 1 rank
@@ -489,7 +502,7 @@ def test_the_runs_of_a_batch_train_as_jobs_of_their_own_side_by_side(cluster, tm
     first, second = ((_time(j, "StartTime", env), _time(j, "EndTime", env)) for j in trains)
     assert first[0] < second[1] and second[0] < first[1], (first, second)  # they ran at the same time
     print(f"two trains of a batch on SLURM, jobs {trains}: {first} and {second}")
-    assert sorted(json.loads((run / f"runs/seed-{seed}/train/train_summary.json").read_text())["steps"]
+    assert sorted(trained_run.load_summary(run / f"runs/seed-{seed}/train")["steps"]
                   for seed in (0, 1)) == [6, 6]
     assert len([j for j, (rule, _, _) in jobs.items() if rule.startswith("rule_prepare")]) == 1
 
@@ -529,7 +542,7 @@ def _train_on_slurm(cluster: Cluster, run: Path, layout: dict, epochs: int, inte
     jobs = squeue(env, after=before)
     train_jobs = sorted(j for j, (rule, _, _) in jobs.items() if rule == "rule_train")
     assert len(train_jobs) == 1 + interrupt and jobs[train_jobs[-1]][2] == "COMPLETED"
-    summary = json.loads((run / "train/train_summary.json").read_text())
+    summary = trained_run.load_summary(run / "train")
     if interrupt:
         assert train_jobs[0] == job and stop_steps(run) == [summary["resumed_from_step"]]
         assert 3 <= summary["resumed_from_step"] < summary["steps"]
@@ -555,7 +568,8 @@ def test_two_ranks_on_two_nodes_train_alike_in_both_launch_modes_and_resume_afte
         summary = _train_on_slurm(two_nodes, run, {"nodes": 2, "gpus_per_node": 0, "mpi": mpi}, epochs=16,
                                   interrupt=mpi == "pmix")
         assert summary["world_size"] == 2
-        digests = [json.loads(meta.read_text())["weights_digests"] for meta in sorted(run.glob("train/**/meta.json"))]
+        digests = [checkpoints.read(ckpt)[0]["weights_digests"]
+                   for ckpt in checkpoints.checkpoints(run / "train/checkpoints")]
         assert digests and all(len(d) == 2 and d[0] == d[1] for d in digests), digests
         logs = sorted((run / "logs").glob("train.log.*"))
         out = "".join(p.read_text() for p in logs)

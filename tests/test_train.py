@@ -1,5 +1,4 @@
 """The train stage: real Horovod ranks, real checkpoints, real signals, on a small demo dataset."""
-import json
 import os
 import signal
 import socket
@@ -13,10 +12,11 @@ import numpy as np
 import pytest
 
 from conftest import HANG_GUARD, REPO, TEST_ARCH, python_with_env, run_cli
-from effnet import checkpoints
-from effnet.errors import UserError
-from effnet.train import lock, recipe
-from effnet.train.stop import EXIT_PREEMPTED
+from effnet.core import layout
+from effnet.core.errors import EXIT_PREEMPTED, UserError
+from effnet.formats import checkpoints, trained_run
+from effnet.formats.dllog import read_records
+from effnet.stages.train import lock, recipe
 
 # The test-sized EfficientNet at 32 px, batch 8: 60 training images are 7 steps per epoch.
 FAST = ["--set", f"model.arch={TEST_ARCH}", "--set", "model.image_size=32", "--set", "train.batch_size=8",
@@ -40,8 +40,8 @@ def train_args(records, out, *extra):
 
 
 def log_records(out: Path) -> list[dict]:
-    path = out / "train.dllog.json"
-    return [json.loads(line[5:]) for line in path.read_text().splitlines()] if path.exists() else []
+    path = out / layout.TRAIN_LOG
+    return read_records(path) if path.exists() else []
 
 
 def step_losses(out: Path) -> list[float]:
@@ -55,8 +55,8 @@ def final_state(out: Path) -> dict:
 
 RANK_SCRIPT = """
 import sys, numpy as np
-from effnet.config import load_config, parse_overrides
-from effnet.train.loop import train
+from effnet.core.config import load_config, parse_overrides
+from effnet.stages.train.loop import train
 config = load_config("config/config.yaml", parse_overrides(sys.argv[3:]))
 status, trainer = train(config, sys.argv[1], sys.argv[2])
 np.savez(f"{sys.argv[2]}/rank{trainer.world.rank}.npz", **{v.path: v.numpy() for v in trainer.model.variables})
@@ -80,7 +80,7 @@ def test_two_gloo_ranks_end_with_identical_weights_and_the_loss_falls(records, t
     assert len(ranks[0].files) > 150  # every variable of the model (159 of efficientnet-test)
     for name in ranks[0].files:
         np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=name)
-    summary = json.loads((out / "train_summary.json").read_text())
+    summary = trained_run.load_summary(out)
     assert (summary["world_size"], summary["global_batch"], summary["steps"]) == (2, 8, 4 * 7)
     assert len(summary["img_per_sec_per_rank"]) == 2 and summary["eval"]["examples"] == 20
     losses = step_losses(out)
@@ -91,7 +91,7 @@ def test_two_gloo_ranks_end_with_identical_weights_and_the_loss_falls(records, t
 AMP_RANK_SCRIPT = RANK_SCRIPT + """
 import horovod.tensorflow as hvd
 import tensorflow as tf
-from effnet.train.loop import distributed_tape
+from effnet.stages.train.loop import distributed_tape
 print(f"LOSS_SCALE rank={trainer.world.rank} {float(trainer.optimizer.dynamic_scale.numpy())}", flush=True)
 # a loss-scaled gradient of 40000 on each rank, compressed to float16 (largest 65504) and averaged
 v = tf.Variable(1.0)
@@ -135,7 +135,7 @@ def test_the_gpu_recipe_on_two_ranks_float16_compressed_gradients_and_xla_agree_
     state = final_state(out)
     (saved,) = [k for k in state if k.endswith("dynamic_scale")]
     assert len(scales) == 1 and float(state[saved]) == float(scales.pop())
-    summary = json.loads((out / "train_summary.json").read_text())
+    summary = trained_run.load_summary(out)
     assert summary["precision"] == "mixed_float16" and summary["steps"] == 3 and np.isfinite(
         summary["final_train_loss"])
 
@@ -206,7 +206,7 @@ def test_sigterm_then_resume_ends_with_the_weights_of_an_uninterrupted_run(recor
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     resume = [r["data"] for r in log_records(out) if r.get("step") == "PARAMETER" and "resumed_from_step" in r["data"]]
     assert resume == [{"resumed_from_step": step, "epoch": step // 7, "micro_batch": step % 7}]
-    assert json.loads((out / "train_summary.json").read_text())["steps"] == 14
+    assert trained_run.load_summary(out)["steps"] == 14
     a, b = final_state(tmp_path / "whole"), final_state(out)
     assert sorted(a) == sorted(b) and any(k.startswith("ema/") for k in a)
     for name in a:  # model, RNG states, optimizer slots, EMA: every tensor
@@ -232,7 +232,7 @@ def test_sigkill_at_a_random_step_resumes_from_the_last_checkpoint_of_this_model
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     resume = [r["data"] for r in log_records(out) if r.get("step") == "PARAMETER" and "resumed_from_step" in r["data"]]
     assert resume[0]["resumed_from_step"] == max(saved)
-    assert json.loads((out / "train_summary.json").read_text())["steps"] == 14
+    assert trained_run.load_summary(out)["steps"] == 14
     assert (out / "model.keras").exists() and (out / "ema.keras").exists()
     assert not list((out / "checkpoints").glob(".*"))  # no temporary checkpoint left
     other = subprocess.run(train_args(records, out, "--set", "model.arch=efficientnet-b1"), cwd=REPO, env=ENV,
@@ -250,9 +250,9 @@ def test_sigkill_at_a_random_step_resumes_from_the_last_checkpoint_of_this_model
                                text=True, timeout=HANG_GUARD)
     assert retrained.returncode == 0, retrained.stderr[-3000:]
     assert "under another training recipe" in retrained.stderr
-    summary = json.loads((out / "train_summary.json").read_text())
+    summary = trained_run.load_summary(out)
     assert summary["steps"] == 14 and summary["resumed_from_step"] is None
-    (aside,) = (out / "checkpoints").glob(f"{checkpoints.SUPERSEDED}*")
+    (aside,) = (out / "checkpoints").glob(f"{layout.SUPERSEDED_PREFIX}*")
     assert max(int(p.name[5:]) for p in checkpoints.checkpoints(aside)) == 14
 
 
@@ -302,7 +302,7 @@ def test_gradient_accumulation_applies_one_update_per_n_batches(records, tmp_pat
     proc = subprocess.run(train_args(records, out, "--set", "train.epochs=1", "--set", "train.grad_accum_steps=2"),
                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=HANG_GUARD)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((out / "train_summary.json").read_text())
+    summary = trained_run.load_summary(out)
     assert (summary["steps"], summary["global_batch"]) == (3, 16)  # 7 batches of 8: 3 updates of 2 batches
     assert [r["step"] for r in log_records(out) if r["type"] == "LOG" and len(r.get("step", [])) == 2] == [
         [0, 1], [0, 2], [0, 3]]
@@ -325,7 +325,7 @@ def test_a_config_that_cannot_work_stops_before_training(records, tmp_path, sett
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from effnet.train.lock import hold
+from effnet.stages.train.lock import hold
 held = hold(Path(sys.argv[1]))
 print("held", flush=True)
 time.sleep(3600)
@@ -360,7 +360,7 @@ def test_a_rank_that_would_train_alone_is_an_error(records, tmp_path):
 
 
 def test_amp_means_float16_on_gpu_float32_on_a_cpu_or_what_it_names():
-    from effnet.benchmark.precisions import resolve
+    from effnet.stages.benchmark.precisions import resolve
 
     native = recipe.cpu_has_native_bf16()
     assert recipe.amp_policy(True, on_gpu=True) == "mixed_float16"
@@ -412,7 +412,7 @@ def test_a_run_starts_from_another_runs_weights_or_checkpoint_frozen_then_not_an
     digest is in the summary; weights of another arch name the layer."""
     import keras
 
-    from effnet.digests import file_sha256
+    from effnet.core.digests import file_sha256
 
     first = tmp_path / "first"
     subprocess.run(train_args(records, first, "--set", "train.epochs=1"), check=True, env=ENV, timeout=HANG_GUARD)
@@ -423,7 +423,7 @@ def test_a_run_starts_from_another_runs_weights_or_checkpoint_frozen_then_not_an
                               "--set", f"train.init_from={ckpt}"), check=True, env=ENV, timeout=HANG_GUARD)
     start = next(r["data"] for r in log_records(out) if "init_kind" in r["data"])
     assert (start["init_kind"], start["init_layers_reinitialised"]) == ("checkpoint", [])
-    assert json.loads((out / "train_summary.json").read_text())["init_sha256"] == file_sha256(ckpt / checkpoints.STATE)
+    assert trained_run.load_summary(out)["init_sha256"] == file_sha256(ckpt / layout.CHECKPOINT_STATE)
     final = keras.models.load_model(out / "model.keras", compile=False)
     for v in final.trainable_variables:
         np.testing.assert_allclose(v.numpy(), ckpt_arrays[f"ema/{v.path}"], atol=1e-6, err_msg=v.path)
@@ -434,7 +434,7 @@ def test_a_run_starts_from_another_runs_weights_or_checkpoint_frozen_then_not_an
                    check=True, env=ENV, timeout=HANG_GUARD)
     start = next(r["data"] for r in log_records(frozen) if "init_kind" in r["data"])
     assert (start["init_kind"], start["init_layers_reinitialised"]) == ("run", [])
-    assert json.loads((frozen / "train_summary.json").read_text())["init_sha256"] == file_sha256(first / "ema.keras")
+    assert trained_run.load_summary(frozen)["init_sha256"] == file_sha256(first / "ema.keras")
     ema = keras.models.load_model(first / "ema.keras", compile=False)
     start = {v.path: v.numpy() for v in ema.variables if v.dtype == "float32"}
     after_one, after_two = (checkpoints.read(c)[1] for c in checkpoints.checkpoints(frozen / "checkpoints")[-2:])
@@ -451,7 +451,7 @@ def test_a_run_starts_from_another_runs_weights_or_checkpoint_frozen_then_not_an
 
 
 def test_the_starting_weights_count_in_the_fingerprint_by_content_not_path():
-    from effnet.config import load_config
+    from effnet.core.config import load_config
 
     base = load_config(REPO / "config/config.yaml")
     moved = load_config(REPO / "config/config.yaml", {"train": {"init_from": "/elsewhere/b0.h5"}})

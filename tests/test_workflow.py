@@ -12,8 +12,11 @@ import pytest
 import yaml
 from conftest import HANG_GUARD, REPO, TEST_ARCH
 
-from effnet.dllog import read_records
-from effnet.report import plots
+from effnet.core import layout
+from effnet.formats import benchmark_results, exported_model, trained_run
+from effnet.formats.dllog import read_records
+from effnet.formats.records import load_manifest
+from effnet.stages.report import plots
 
 
 def snakemake(*args):
@@ -84,18 +87,18 @@ def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
     proc = snakemake("all", *configs)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not (REPO / "injected").exists()  # no rule ran the rest of the path as a command
-    manifest = json.loads((run / "tfrecords/manifest.json").read_text())
+    manifest = load_manifest(run / "tfrecords")
     assert manifest["num_classes"] == 10
     assert manifest["splits"]["train"]["examples"] == 200 and manifest["splits"]["validation"]["examples"] == 50
     summary = json.loads((run / "dali-index/index.json").read_text())
     assert sum(s["records"] for s in summary["shards"].values()) == 250
-    train = json.loads((run / "train/train_summary.json").read_text())
+    train = trained_run.load_summary(run / "train")
     assert (train["steps"], train["num_classes"], train["image_size"]) == (2, 10, 32)
     assert train["precision"] == "mixed_float16"  # and evaluate, export, infer take the float16-trained model
     assert (run / "train/model.keras").exists() and (run / "train/ema.keras").exists()
     metrics = json.loads((run / "evaluate/metrics.json").read_text())
     assert metrics["examples"] == 50 and metrics["weights"] == "ema"
-    assert json.loads((run / "export/export.json").read_text())["top_k"] == 5
+    assert exported_model.load_manifest(run / "export")["top_k"] == 5
     with open(run / "infer/predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 50 and not any(r["error"] for r in rows)
@@ -104,7 +107,7 @@ def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
     collected = snakemake("--report", str(tmp_path / "snakemake-report.html"), *configs)
     assert collected.returncode == 0, collected.stderr[-3000:]
     html = (tmp_path / "snakemake-report.html").read_text()
-    assert all(name in html for name in (*plots.PLOTS, "report.html", "confusion.png"))
+    assert all(name in html for name in (*layout.REPORT_PLOTS, "report.html", "confusion.png"))
     again = snakemake("all", *configs)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     assert sorted(p.name for p in (run / "logs").glob("train.log*")) == ["train.log", "train.log.1"]
@@ -139,8 +142,8 @@ def test_demo_pipeline_runs_and_a_rerun_has_nothing_to_do(tmp_path):
     start = next(r["data"] for r in records if "init_kind" in r.get("data", {}))
     assert (start["init_kind"], start["init_layers_reinitialised"]) == ("run", [])
     assert not {"train", "evaluate"} & planned(*configs, str(changed))
-    summary = json.loads((pretrained / "train_summary.json").read_text())  # new weights under the same path
-    (pretrained / "train_summary.json").write_text(json.dumps({**summary, "steps": summary["steps"] + 1}))
+    summary = trained_run.load_summary(pretrained)  # new weights under the same path
+    (pretrained / layout.TRAIN_SUMMARY).write_text(json.dumps({**summary, "steps": summary["steps"] + 1}))
     assert planned(*configs, str(changed)) >= {"train", "evaluate", "export", "infer", "report"}
 
 
@@ -191,7 +194,7 @@ def test_two_seeds_share_their_data_stages_and_one_report_compares_them(tmp_path
     assert (ran["demo_data"], ran["prepare"], ran["index"], ran["train"], ran["report"], ran["compare_runs"]) == (
         1, 1, 1, 2, 2, 1)
     assert [p.name for p in (run / "data").iterdir()] == [next((run / "data").iterdir()).name]  # one set of records
-    seeds = [json.loads((run / f"runs/seed-{seed}/train/train_summary.json").read_text()) for seed in (0, 1)]
+    seeds = [trained_run.load_summary(run / f"runs/seed-{seed}/train") for seed in (0, 1)]
     assert seeds[0]["steps"] == seeds[1]["steps"] == 2
     report = (run / "report/report.md").read_text()
     for seed in (0, 1):
@@ -200,7 +203,7 @@ def test_two_seeds_share_their_data_stages_and_one_report_compares_them(tmp_path
                      report, re.M), report
     top1 = {seed: json.loads((run / f"runs/seed-{seed}/evaluate/metrics.json").read_text())["top1"] for seed in (0, 1)}
     assert f"Best: **seed-{max(top1, key=top1.get)}**" in report
-    assert set(plots.read_series(run / "report" / plots.RUNS)) == {"seed-0", "seed-1"}
+    assert set(plots.read_series(run / "report" / layout.RUNS_PLOT)) == {"seed-0", "seed-1"}
     # The same two runs written out, one with another rate: only that run's stages and the comparison rerun.
     batch.write_text(yaml.safe_dump({**base, "runs": {"seed-0": {"train": {"seed": 0}},
                                                       "seed-1": {"train": {"seed": 1, "lr_init": 0.008}}}})
@@ -215,7 +218,7 @@ def test_two_seeds_share_their_data_stages_and_one_report_compares_them(tmp_path
 def check_benchmarks_and_report(run):
     """The benchmarks' tables hold every configured row, their figures are those of their own dllogger
     records and raw timings, and the report shows them."""
-    bench = json.loads((run / "benchmark/train.json").read_text())
+    bench = benchmark_results.load(run / "benchmark", "train")
     rows = {(r["precision"], r["batch_size"], r["ranks"]): r for r in bench["rows"]}
     assert set(rows) == {("fp32", 4, 1), ("amp", 4, 1)} and rows[("amp", 4, 1)]["policy"] == "mixed_float16"
     logged = [r["data"] for r in read_records(run / "benchmark/train-1-ranks.dllog.json")
@@ -239,4 +242,4 @@ def check_benchmarks_and_report(run):
     # the TensorFlow that ran, once, with the wheel it came from (tensorflow-cpu here)
     assert re.search(r"^\| tensorflow +\| 2\.18\.1 \(tensorflow-cpu\) +\|$", report, re.M), report
     assert "| tensorflow-cpu " not in report
-    assert plots.read_series(run / "report" / plots.THROUGHPUT)["train"]["fp32"]["batch_size"] == [4]
+    assert plots.read_series(run / "report" / layout.THROUGHPUT_PLOT)["train"]["fp32"]["batch_size"] == [4]

@@ -5,7 +5,7 @@
   is, train with ``horovodrun --gloo -np G -H localhost:G`` when gpus_per_node G > 1
   (gloo: the local launch the tests run, whichever controllers Horovod has).
 - In a SLURM job, a multi-rank train starts its ranks with one srun (one task per GPU,
-  ``--mpi=pmix|pmi2``; for ``mpi: none`` a gloo rendezvous started here, see effnet.ranks).
+  ``--mpi=pmix|pmi2``; for ``mpi: none`` a gloo rendezvous started here, see effnet.core.ranks).
   A single-task stage runs in the step Snakemake's job-side helper started, or, when a container
   image is configured, in an ``srun --overlap`` step that carries the Pyxis options.
 
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from effnet.cluster import ledger
-from effnet.ranks import source_address
+from effnet.core.ranks import source_address
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT)
 # How long srun lets the other ranks run once one has exited. Not --kill-on-bad-exit: ranks that leave together
@@ -84,7 +84,7 @@ def srun_command(args: argparse.Namespace, environ=os.environ) -> list[str] | No
                 "--kill-on-bad-exit=0", f"--wait={RANK_EXIT_WAIT}", f"--mpi={args.mpi}"]
         if args.gpus_per_task:
             # every rank sees its node's GPUs (the step gets the job's; NCCL keeps NVLink peer-to-peer between
-            # them, which --gpus-per-task's per-task cgroup would block) and takes its local rank's (effnet.ranks)
+            # them, which --gpus-per-task's per-task cgroup would block) and takes its local rank's (effnet.core.ranks)
             srun.append("--gpu-bind=none")
         if args.cpus_per_task:
             srun.append(f"--cpus-per-task={args.cpus_per_task}")

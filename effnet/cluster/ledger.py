@@ -8,8 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from effnet.errors import EXIT_USER_ERROR
-from effnet.train.stop import EXIT_PREEMPTED
+from effnet.core.errors import EXIT_PREEMPTED, EXIT_USER_ERROR
 
 # What an attempt's exit status means to the next one:
 CONTINUE = EXIT_PREEMPTED  # stopped by a signal after a checkpoint: always resumed, within max_attempts

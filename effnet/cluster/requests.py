@@ -13,13 +13,15 @@ import os
 import shlex
 from pathlib import Path
 
-from effnet import layout, runs
+from effnet.core import layout
 
 # the workflow and the package live in one checkout (an editable install): the job runs this entry point
 REPO = Path(__file__).resolve().parents[2]
 ENTRY = REPO / "workflow" / "scripts" / "launch.py"
 GPU_RULES = ("train", "evaluate", "export", "infer", "benchmark_train", "benchmark_inference")
 RANKED_RULES = ("train", "benchmark_train")  # one rank per GPU over cluster.nodes x gpus_per_node
+# where README ("The production image") has users import the Dockerfile's image, as the presets name it
+DEFAULT_IMAGE = "/shared/containers/effnet.sqsh"
 
 
 class LaunchError(ValueError):
@@ -104,6 +106,13 @@ def rule_resources(config: dict, rule: str) -> dict:
     return resources
 
 
+def apptainer_image(config: dict) -> str:
+    """The image of ``--software-deployment-method apptainer``: cluster.container_image, else DEFAULT_IMAGE; a
+    registry name as docker://registry/name:tag."""
+    image = config["cluster"]["container_image"] or DEFAULT_IMAGE
+    return image if image.startswith(("/", ".")) else f"docker://{image}"
+
+
 def pyxis_image(image: str) -> str:
     """registry/name:tag as Pyxis wants it (registry#name:tag); a path or an already converted name as is."""
     if image.startswith(("/", ".")) or "#" in image:
@@ -119,7 +128,7 @@ def container_options(config: dict, workdir: str | None = None) -> list[str]:
 
     Mounted at their own paths (so every path on a command line holds inside): the configured
     container_mounts, then the repository, Snakemake's working directory, run_dir, the data input and what
-    ``train.init_from`` reads (``runs.init_weights_home``), unless a configured mount already shows it at its
+    ``train.init_from`` reads (``layout.init_from_home``), unless a configured mount already shows it at its
     own path (``/lustre/imagenet:/data`` does not: a run_dir ``/data/runs/x`` inside would be
     /lustre/imagenet/runs/x on the host, not the /data/runs/x Snakemake sees).
     """
@@ -130,7 +139,7 @@ def container_options(config: dict, workdir: str | None = None) -> list[str]:
     mounts = cluster["container_mounts"].split(",") if cluster["container_mounts"] else []
     covered = [parts[0] for parts in (m.split(":") for m in mounts) if len(parts) == 1 or parts[0] == parts[1]]
     init_from = config["train"]["init_from"]
-    init_home = str(runs.init_weights_home(init_from)) if init_from else None
+    init_home = str(layout.init_from_home(init_from)) if init_from else None
     for path in (str(REPO), workdir, config["run_dir"], config["data"].get("input"), init_home):
         if not path:
             continue
@@ -145,23 +154,30 @@ def container_options(config: dict, workdir: str | None = None) -> list[str]:
 
 
 def launch_prefix(config: dict, rule: str, workdir: str | None = None, ranks: str | None = None,
-                  attempt: int | None = None) -> str:
+                  attempt: int | None = None, driver: bool = False) -> str:
     """What a rule's shell puts in front of ``python -m effnet <stage> ...``; ``ranks`` (e.g. "{ranks}",
     filled in by the training benchmark) starts that many of the rule's ranks instead of all; ``attempt``
-    (Snakemake's, from the rule's resources) decides with the rule's ledger whether the attempt runs."""
+    (Snakemake's, from the rule's resources) decides with the rule's ledger whether the attempt runs. A
+    ``driver`` stage starts its workers itself, each through a prefix with ``ranks``: it runs as it is, in the
+    job's own step on the host."""
     check(config)
     cluster = config["cluster"]
     args = ["python", str(ENTRY), "--rule", rule]
     if attempt is not None:
         args += ["--attempt", str(attempt), "--crash-retries", str(cluster["crash_retries"]),
-                 "--ledger", str(layout.path(config["run_dir"], layout.LOGS) / f"{rule}.attempts.jsonl")]
+                 "--ledger", str(layout.attempts_ledger(config["run_dir"], rule))]
+    if not driver:
+        args += _placement(config, rule, ranks, workdir)
+    return shlex.join(args + ["--"])
+
+
+def _placement(config: dict, rule: str, ranks: str | None, workdir: str | None) -> list[str]:
+    """The launch options that place the stage: its ranks over the job's nodes, and its container."""
+    cluster, args = config["cluster"], []
     if rule in RANKED_RULES:
         nodes, per_node, gpus = train_layout(cluster)
         args += ["--nodes", str(nodes), "--tasks-per-node", str(per_node), "--gpus-per-task", str(min(gpus, 1)),
                  "--cpus-per-task", str(cluster["jobs"][rule]["cpus"]), "--mpi", cluster["mpi"]]
     if ranks:
         args += ["--ranks", ranks]
-    args += container_options(config, workdir)
-    return shlex.join(args + ["--"])
-
-
+    return args + container_options(config, workdir)

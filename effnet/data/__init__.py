@@ -1,7 +1,7 @@
-"""Data: TFRecord shards (prepare), DALI indexes (index), the demo dataset, input pipelines.
+"""Input pipelines: ``build_dataset`` (``effnet.data.pipeline``: tf.data or DALI, sharded over ranks, resumable
+inside an epoch), augmentation, mixing, and the validation pass that train and evaluate share (``validation``).
 
-``build_dataset`` (see ``effnet.data.pipeline``) is imported lazily so that the data
-stages' command line starts without loading TensorFlow.
+``build_dataset`` is imported lazily so that importing the package does not load TensorFlow.
 """
 
 

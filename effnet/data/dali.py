@@ -4,7 +4,7 @@ Which records a rank reads in an epoch is the sharding plan's (``effnet.data.sha
 shard files permuted by (seed, epoch), the stream cut into one contiguous range per rank. DALI reads that range
 span by span (a span: the rank's part of one shard), in training each span's records in a permutation seeded by
 (seed, epoch, rank, span); evaluation reads them in order. The order is written as index files
-(``effnet.data.record_index``: the index stage's lines of the span, permuted), which DALI's reader follows
+(``effnet.formats.record_index``: the index stage's lines of the span, permuted), which DALI's reader follows
 record by record, so the stream never passes through Python or tf.data: reader threads in C++ read the records
 (memory-mapped), and on a GPU host nvJPEG decoding (``mixed``), crop, resize, AutoAugment/RandAugment and flip
 run on the rank's GPU, the labels are copied there too, and nothing is chained after the ``DALIDataset`` (a
@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from effnet.core.errors import UserError
+from effnet.core.ranks import Gpu
+from effnet.core.resources import available_cpus
 from effnet.data import dali_augment
-from effnet.data.record_index import index_path, read_index, write_index
 from effnet.data.sharding import RankPlan, derive_seed
 from effnet.data.tfdata import AREA_RANGE, ASPECT_RANGE, CROP_ATTEMPTS, EVAL_PADDING, MIN_OBJECT_COVERED
-from effnet.errors import UserError
-from effnet.ranks import Gpu
-from effnet.resources import available_cpus
+from effnet.formats.record_index import index_path, read_index, write_index
 
 ENCODED, LABEL = "image/encoded", "image/class/label"
 # Index files one pipeline reads (one per span and epoch): an ImageNet epoch on 8 ranks is ~130 per rank.

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from effnet.core import layout, ranks
+from effnet.core.errors import UserError
 from effnet.data import sharding
-from effnet.data.records import check_example
 from effnet.data.tfdata import EVAL_PADDING, MIN_OBJECT_COVERED
-from effnet.data.tfrecord import iter_records
-from effnet.errors import UserError
-from effnet import layout, ranks
+from effnet.formats.records import check_example
+from effnet.formats.tfrecord import iter_records
 
 BACKENDS = ("tfdata", "dali")
 AUGMENTS = (None, "autoaugment", "randaugment")

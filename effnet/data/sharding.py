@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from effnet.data.records import MANIFEST, load_manifest
-from effnet.errors import UserError
+from effnet.core import layout
+from effnet.core.errors import UserError
+from effnet.formats.records import load_manifest
 
 SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "eval": "validation"}
 
@@ -61,7 +62,7 @@ def derive_seed(*parts: int) -> int:
 def read_manifest(data_dir: str | Path, split: str) -> tuple[dict, list[Shard]]:
     """The manifest and the split's shards, checking each file exists with the recorded size."""
     data_dir = Path(data_dir)
-    path = data_dir / MANIFEST
+    path = data_dir / layout.RECORDS_MANIFEST
     manifest = load_manifest(data_dir)
     try:
         entries = manifest["splits"][SPLIT_NAMES[split]]["shards"]

@@ -41,7 +41,7 @@ if [ "$SMOKE_MODE" = gpu ]; then
 import sys, time
 import tensorflow as tf
 from effnet.data import build_dataset
-from effnet.ranks import rank_gpu
+from effnet.core.ranks import rank_gpu
 gpu = rank_gpu()
 assert gpu is not None, "no GPU visible to TensorFlow"
 tf.config.experimental.set_memory_growth(tf.config.list_physical_devices("GPU")[gpu.cuda_index], True)

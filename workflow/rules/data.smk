@@ -4,9 +4,6 @@
 # killed stage resumes; only the manifests are declared outputs, which Snakemake
 # deletes on failure while the finished shards stay.
 
-# SLURM/local resources and the srun/Pyxis launch of each stage, from config['cluster'] (effnet.cluster.requests)
-from effnet.cluster.requests import attempts, launch_prefix, rule_resources
-
 
 rule demo_data:
     output:
@@ -15,15 +12,12 @@ rule demo_data:
         seed=data_value("seed"),
         per_class=data_value("demo_images_per_class"),
     resources:
-        **rule_resources(config, "demo_data"),
-        launch=lambda wildcards, attempt: launch_prefix(data_config(wildcards), "demo_data", attempt=attempt),
-    retries: attempts(config, workflow.is_main_process)
+        **job_resources("demo_data"),
+    retries: RETRIES
     log:
-        f"{data_logs}/demo_data.log",
+        rule_log(data_root, "demo_data"),
     shell:
-        KEEP_LOG
-        + "{resources.launch} python -m effnet demo-data --output {output:q} --seed {params.seed:q} "
-        "--train-per-class {params.per_class:q} > {log:q} 2>&1"
+        stage_shell("demo-data --output {output:q} --seed {params.seed:q} --train-per-class {params.per_class:q}")
 
 
 rule prepare:
@@ -37,15 +31,15 @@ rule prepare:
         options=prepare_options,
     threads: workflow.cores
     resources:
-        **rule_resources(config, "prepare"),
-        launch=lambda wildcards, attempt: launch_prefix(data_config(wildcards), "prepare", attempt=attempt),
-    retries: attempts(config, workflow.is_main_process)
+        **job_resources("prepare"),
+    retries: RETRIES
     log:
-        f"{data_logs}/prepare.log",
+        rule_log(data_root, "prepare"),
     shell:
-        KEEP_LOG
-        + "{resources.launch} python -m effnet prepare --source {params.source:q} --input {input:q} --output {params.out:q} "
-        "--workers {threads} {params.options} > {log:q} 2>&1"
+        stage_shell(
+            "prepare --source {params.source:q} --input {input:q} --output {params.out:q} "
+            "--workers {threads} {params.options}"
+        )
 
 
 rule index:
@@ -57,11 +51,9 @@ rule index:
         records=parent_of_input,
         out=parent_of_output,
     resources:
-        **rule_resources(config, "index"),
-        launch=lambda wildcards, attempt: launch_prefix(data_config(wildcards), "index", attempt=attempt),
-    retries: attempts(config, workflow.is_main_process)
+        **job_resources("index"),
+    retries: RETRIES
     log:
-        f"{data_logs}/index.log",
+        rule_log(data_root, "index"),
     shell:
-        KEEP_LOG
-        + "{resources.launch} python -m effnet index --tfrecords {params.records:q} --output {params.out:q} > {log:q} 2>&1"
+        stage_shell("index --tfrecords {params.records:q} --output {params.out:q}")

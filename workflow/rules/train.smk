@@ -3,9 +3,6 @@
 # the outputs of a failed job, and a job stopped by a time limit (exit status 75, after writing a
 # checkpoint) must keep them for the retry (`--retries`) that resumes it.
 
-# SLURM/local resources and the srun/Pyxis launch of each stage, from config['cluster'] (effnet.cluster.requests)
-from effnet.cluster.requests import attempts, launch_prefix, rule_resources
-
 
 rule train:
     input:
@@ -22,12 +19,11 @@ rule train:
         config=config_overrides("data", "model", "train", "eval.batch_size"),
     threads: workflow.cores
     resources:
-        **rule_resources(config, "train"),
-        launch=lambda wildcards, attempt: launch_prefix(run_config(wildcards), "train", attempt=attempt),
-    retries: attempts(config, workflow.is_main_process)
+        **job_resources("train"),
+    retries: RETRIES
     log:
-        f"{logs}/train.log",
+        rule_log(run_root, "train"),
     shell:
-        KEEP_LOG
-        + "{resources.launch} python -m effnet train --data {params.records:q} --index {params.index:q} "
-        "--output {params.out:q} {params.config} > {log:q} 2>&1"
+        stage_shell(
+            "train --data {params.records:q} --index {params.index:q} --output {params.out:q} {params.config}"
+        )

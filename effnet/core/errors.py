@@ -1,0 +1,10 @@
+"""Errors caused by input (files, keys, values), reported without a traceback, and the exit statuses that tell a
+stage's endings apart (the launcher's ledger decides each rule's next attempt by them, effnet.cluster.ledger)."""
+
+EXIT_USER_ERROR = 2  # a stage reported a UserError: never retried (nothing would change)
+EXIT_STALLED = 70  # EX_SOFTWARE: a training rank made no progress for train.stall_timeout seconds (a crash)
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerun to resume
+
+
+class UserError(Exception):
+    """Bad input: the message names the file, key or value and what was expected."""
