@@ -20,6 +20,12 @@ TF_WHEEL=${EFFNET_TF:-tensorflow-cpu}
 CONSTRAINTS=requirements/constraints.txt
 SLURM_PACKAGES=(munge slurmctld slurmd slurm-client libslurm-dev)  # the tests' own SLURM, on localhost
 BENCH_PACKAGES=(dataset-fashion-mnist)  # the peer comparisons' Fashion-MNIST (benchmarks/peers), smoke-tested
+# A newer SLURM the SLURM tests run on as well (sites run 23.11 to 25.x; bookworm has 22.05): Debian trixie's
+# source package, built once into a cache outside the clone, which a fresh clone on this machine reuses.
+SLURM_NEW=24.11.5
+SLURM_NEW_PREFIX=${EFFNET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/effnet}/slurm-$SLURM_NEW
+# what it builds with, and the MariaDB its accounting test runs slurmdbd on
+SLURM_BUILD_PACKAGES=(libmunge-dev libpmix-dev libhwloc-dev libmariadb-dev libjson-c-dev lz4 make mariadb-server)
 HOROVOD=${EFFNET_HOROVOD:-cpu}
 HOROVOD_BUILD=(HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
                MAKEFLAGS=-j2)
@@ -106,6 +112,43 @@ install_test_slurm() {
   apt_install "${missing[@]}"
 }
 
+# Debian trixie's SLURM source (the upstream tarball of its slurm-wlm package, checked against the Sources index:
+# apt exits non-zero where the mirror lacks the Debian patch files, so its status proves nothing), built into
+# SLURM_NEW_PREFIX. Only `./setup.sh test` builds it; ./setup.sh for users never does.
+build_test_slurm_new() {
+  if ! command -v dpkg-query >/dev/null || ! can_be_root; then
+    say "note: SLURM $SLURM_NEW not built (needs Debian's apt and root): its tests will fail, naming it"; return
+  fi
+  local missing=() pkg work apt tarball want got start=$SECONDS
+  for pkg in "${SLURM_BUILD_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+  if [ -f "$SLURM_NEW_PREFIX/.built" ]; then say "SLURM $SLURM_NEW present ($SLURM_NEW_PREFIX)"; return; fi
+  work=$(mktemp -d)
+  mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/src"
+  echo "deb-src http://deb.debian.org/debian trixie main" > "$work/sources.list"
+  apt=(apt-get -o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
+       -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache")
+  say "building SLURM $SLURM_NEW from Debian trixie's source into $SLURM_NEW_PREFIX (about 4 min)"
+  "${apt[@]}" update >"$work/apt.log" 2>&1 || die "apt-get update with trixie's sources failed: see $work/apt.log"
+  tarball=slurm-wlm_$SLURM_NEW.orig.tar.gz
+  (cd "$work/src" && "${apt[@]}" source --download-only "slurm-wlm" >>"$work/apt.log" 2>&1 || true)
+  want=$(lz4cat "$work"/lists/*_Sources.lz4 \
+         | awk -v f="$tarball" '/^Checksums-Sha256:/ {s = 1; next} /^[^ ]/ {s = 0} s && $3 == f && !w {w = $1} END {print w}')
+  got=$(sha256sum "$work/src/$tarball" 2>/dev/null | cut -d' ' -f1)
+  [ -n "$want" ] && [ "$want" = "$got" ] || die "$tarball: sha256 ${got:-none} is not trixie's ${want:-unknown} (see $work/apt.log)"
+  tar -xzf "$work/src/$tarball" -C "$work/src"
+  (cd "$work"/src/slurm-slurm-* \
+    && ./configure --prefix="$SLURM_NEW_PREFIX" --sysconfdir="$SLURM_NEW_PREFIX/etc" --with-munge=/usr \
+         --with-pmix="/usr/lib/$(gcc -print-multiarch)/pmix2" --with-hwloc=/usr --with-mysql_config=/usr/bin \
+    && make -j2 && make install) >"$work/build.log" 2>&1 \
+    || die "SLURM $SLURM_NEW did not build: see $work/build.log" "$(tail -5 "$work/build.log")"
+  touch "$SLURM_NEW_PREFIX/.built"
+  rm -rf "$work"
+  say "SLURM $SLURM_NEW built in $((SECONDS - start)) s"
+}
+
 # The peer comparisons' data, which their smoke test reads: Debian's Fashion-MNIST (root) and, below, the bench
 # extra's scikit-learn (its digits).
 install_bench_packages() {
@@ -183,7 +226,7 @@ main() {
   check_python
   local start=$SECONDS
   install_build_packages
-  if [ "$action" = test ]; then install_test_slurm; install_bench_packages; fi
+  if [ "$action" = test ]; then install_test_slurm; build_test_slurm_new; install_bench_packages; fi
   if [ -n "$system_only" ]; then return; fi
   setup_python
   if [ "$action" = test ]; then install_bench_extra; fi

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,18 @@ def pytest_collection_modifyitems(items):
         return marker.kwargs.get("minutes", 1) if marker else 0
 
     items.sort(key=minutes, reverse=True)  # stable: the rest keep their order
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Which SLURM versions the cluster tests ran on (their ids end in the version: ``[24.11]``), and how."""
+    outcomes: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            version = re.search(r"\[(\d+\.\d+)\]$", getattr(report, "nodeid", ""))
+            if version and (report.when == "call" or outcome in ("skipped", "error")):
+                counts = outcomes.setdefault(version.group(1), {})
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if outcomes:
+        terminalreporter.write_line("SLURM versions the cluster tests ran on: " + "; ".join(
+            f"{version}: " + ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
+            for version, counts in sorted(outcomes.items())))

@@ -23,7 +23,7 @@ import yaml
 from conftest import HANG_GUARD, REPO, TEST_ARCH, python_with_env
 
 sys.path.insert(0, str(REPO / "tests"))
-from slurm.cluster import BATCH_STEP, Cluster, unavailable  # noqa: E402
+from slurm.cluster import BATCH_STEP, SLURMS, Cluster, unavailable  # noqa: E402
 
 from effnet.cluster import job, requests  # noqa: E402
 from effnet.core.config import validate  # noqa: E402
@@ -131,7 +131,8 @@ def test_launch_lines_and_container_options(tmp_path):
     args = job.parse_args(shlex.split(requests.launch_prefix(config, "benchmark_train", attempt=2, driver=True))[2:]
                           + ["python", "-m", "effnet", "benchmark", "train"])
     assert (args.attempt, args.ledger) == (2, tmp_path / "run/logs/benchmark_train.attempts.jsonl")
-    assert job.srun_command(args) is None and job.local_command(args) == ["python", "-m", "effnet", "benchmark", "train"]
+    assert job.srun_command(args) is None
+    assert job.local_command(args) == ["python", "-m", "effnet", "benchmark", "train"]
 
 
 def test_the_apptainer_image_is_the_configured_one_or_the_imported_dockerfile_image():
@@ -256,25 +257,85 @@ def squeue(env: dict, after: int = 0) -> dict[int, tuple[str, str, str]]:
     return jobs
 
 
+# What runs on every SLURM version (a test's id names it: [22.05], [24.11]); the rest runs on Debian's 22.05.
+EVERY_SLURM = pytest.mark.parametrize("slurm", list(SLURMS), indirect=True)
+
+
+@pytest.fixture(scope="session", params=["22.05"])
+def slurm(request):
+    """The SLURM version a cluster runs (22.05 unless a test asks for EVERY_SLURM)."""
+    return SLURMS[request.param]
+
+
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory):
-    yield from _started_cluster(tmp_path_factory, nodes=1)
+def cluster(slurm, tmp_path_factory):
+    yield from _started_cluster(tmp_path_factory, nodes=1, slurm=slurm)
 
 
-def _started_cluster(tmp_path_factory, nodes: int):
-    """A running cluster of ``nodes`` nodes for this pytest-xdist worker, stopped afterwards (or a skip)."""
+def _started_cluster(tmp_path_factory, nodes: int, slurm, accounting: bool = False):
+    """A running cluster of ``nodes`` nodes of ``slurm`` for this pytest-xdist worker, stopped afterwards. Without
+    root or Debian's SLURM every cluster test is skipped, naming why; a missing further version fails its tests
+    (`./setup.sh test` builds it)."""
     why = unavailable(nodes)
     if why:
         pytest.skip(why)
-    # one cluster per pytest-xdist worker (gw0, gw1, ...) and size, on its own ports, so they run side by side
+    why = unavailable(nodes, slurm)
+    if why:
+        pytest.fail(why)
+    # one cluster per pytest-xdist worker (gw0, gw1, ...), size and version, on its own ports, side by side
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
-    cluster = Cluster(tmp_path_factory.mktemp(f"slurm{nodes}"), nodes=nodes,
-                      port=16817 + 2 * (worker + 10 * (nodes - 1)))
+    index = list(SLURMS).index(slurm.version)
+    cluster = Cluster(tmp_path_factory.mktemp(f"slurm{slurm.version}-{nodes}"), slurm=slurm, nodes=nodes,
+                      accounting=accounting,
+                      port=16817 + 2 * (worker + 10 * (nodes - 1) + 20 * index + 40 * accounting))
     try:
         cluster.start()
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def accounted(slurm, tmp_path_factory):
+    """A one-node cluster with slurmdbd on MariaDB: sacct answers, and squeue forgets a job seconds after it ends."""
+    yield from _started_cluster(tmp_path_factory, nodes=1, slurm=slurm, accounting=True)
+
+
+@pytest.mark.slow(minutes=2)
+@pytest.mark.parametrize("slurm", ["24.11"], indirect=True)
+def test_sacct_status_gives_jobs_squeue_forgot_their_true_end(accounted, tmp_path):
+    """The profile's `slurm-status-command: sacct`, where MinJobAge is a few seconds (the squeue path needs
+    600 s): a DAG whose prepare fails for one data section and succeeds for the other ends with each job's true
+    status, every job gone from squeue by then."""
+    run, empty = tmp_path / "run", tmp_path / "no-tfds-data"
+    empty.mkdir()
+    override = _write(tmp_path / "override.yaml", {
+        "run_dir": str(run), "data": {"demo_images_per_class": 4}, "cluster": {"max_attempts": 1},
+        "runs": {"ok": {}, "bad": {"data": {"source": "tfds", "tfds_name": "absent", "input": str(empty)}}}})
+    env = accounted.env(snakemake_env())
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "--until", "prepare", "--keep-going",
+                           "--profile", "profiles/slurm", "--configfile", "config/config.yaml", str(override),
+                           "--slurm-status-command", "sacct", "--slurm-init-seconds-before-status-checks", "20"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_GUARD)
+    out = proc.stdout + proc.stderr
+    jobs = [int(j) for j in re.findall(r"submitted with SLURM jobid (\d+)", out)]
+    assert proc.returncode != 0 and len(jobs) == 3, out[-6000:]  # demo data and two prepares; one failed
+    def in_squeue() -> str:
+        return subprocess.run(["squeue", "-h", "--states=all", "-j", ",".join(map(str, jobs))], env=env,
+                              capture_output=True, text=True).stdout.strip()
+
+    deadline = time.monotonic() + HANG_GUARD
+    while in_squeue() and time.monotonic() < deadline:  # squeue forgets them within seconds (MinJobAge=2)
+        time.sleep(1)
+    assert not in_squeue()
+    states = dict(line.split("|") for line in subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", ",".join(map(str, jobs)), "-o", "JobID,State"], env=env,
+        capture_output=True, text=True, check=True).stdout.split())
+    assert sorted(states.values()) == ["COMPLETED", "COMPLETED", "FAILED"], states
+    failed = next(j for j, state in states.items() if state == "FAILED")
+    assert f"SLURM-job '{failed}' failed, SLURM status is: 'FAILED'" in out, out[-6000:]
+    assert "error: tfds dataset 'absent'" in (next((run / "data").glob("tfds-*")) / "logs/prepare.log").read_text()
+    assert len(list((run / "data").glob("demo-*/tfrecords/manifest.json"))) == 1
 
 
 @pytest.mark.slow(minutes=2)
@@ -305,6 +366,7 @@ def test_ranks_leaving_a_second_apart_report_their_status_and_a_dead_rank_ends_t
     print(f"a dead rank's step ended {took:.0f} s after its submission")
 
 
+@EVERY_SLURM
 def test_doctor_names_each_rule_whose_request_no_node_of_its_partition_holds(cluster, monkeypatch):
     """A job that no node can hold stays PENDING for ever; doctor --cluster compares every rule's request, its
     last attempt's time limit included, with what sinfo says the partition's nodes have (here: 1 node, 8000 MB,
@@ -372,13 +434,16 @@ def _kill_a_rank_of_the_retry(env: dict, before: int, run: Path, snakemake: subp
         resumed = [r["data"]["resumed_from_step"] for r in records if "resumed_from_step" in r.get("data", {})]
         steps = [r["step"][1] for r in records if isinstance(r.get("step"), list) and len(r["step"]) == 2]
         if resumed and steps and steps[-1] >= resumed[-1] + 20:
-            os.kill(python_with_env(SLURM_JOB_ID=str(trains[1]), SLURM_PROCID="1"), signal.SIGKILL)
+            # job ids repeat across the clusters of tests running side by side: the cluster's SLURM_CONF tells
+            rank1 = python_with_env(SLURM_JOB_ID=str(trains[1]), SLURM_PROCID="1", SLURM_CONF=env["SLURM_CONF"])
+            os.kill(rank1, signal.SIGKILL)
             return trains[1], time.time()
         time.sleep(0.5)
     raise AssertionError("the resubmitted train job never trained 20 steps past its resume")
 
 
 @pytest.mark.slow(minutes=14)
+@EVERY_SLURM
 def test_demo_dag_on_slurm_with_pyxis_a_time_limit_resume_and_a_killed_rank(cluster, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -552,11 +617,12 @@ def _train_on_slurm(cluster: Cluster, run: Path, layout: dict, epochs: int, inte
 
 
 @pytest.fixture(scope="session")
-def two_nodes(tmp_path_factory):
-    yield from _started_cluster(tmp_path_factory, nodes=2)
+def two_nodes(slurm, tmp_path_factory):
+    yield from _started_cluster(tmp_path_factory, nodes=2, slurm=slurm)
 
 
 @pytest.mark.slow(minutes=6)
+@EVERY_SLURM
 def test_two_ranks_on_two_nodes_train_alike_in_both_launch_modes_and_resume_after_a_signal(two_nodes, tmp_path):
     """One rank on each of two nodes (network namespaces: the ranks meet over a network, not loopback), started
     both ways a site starts them: srun --mpi=none with a gloo rendezvous the job starts, then (the same run's

@@ -7,8 +7,9 @@ namespace of its own (``effnet<tag>n<i>``, address 10.77.<tag>.<i+2> on a bridge
 network, as on a cluster, while the file system is shared, as a cluster's shared one is. The node names
 resolve to nothing, as on clusters whose NodeName is not a DNS name.
 
-Debian's SLURM (/usr/sbin/slurmctld, /usr/sbin/slurmd, /usr/bin/sbatch, ...) is used as installed.
-The cluster's slurm.conf is passed by SLURM_CONF through wrapper scripts in ``<dir>/bin`` (put it
+Two SLURM versions (``SLURMS``): Debian's 22.05 (/usr/sbin/slurmctld, /usr/bin/sbatch, ...) as installed, and
+24.11, which ``./setup.sh test`` builds from Debian trixie's source into a cache outside the clone. The cluster's
+slurm.conf is passed by SLURM_CONF through wrapper scripts in ``<dir>/bin`` (put it
 first on PATH): Snakemake's SLURM job-side helper drops every SLURM_* variable, SLURM_CONF included,
 before it starts a rule, and the wrappers set it again; nothing under /etc is touched.
 
@@ -19,7 +20,7 @@ The fake Pyxis plugin (``fake_pyxis.c``) accepts --container-image/--container-m
 --container-workdir/--no-container-mount-home, runs the task on the host and logs per task what it
 was asked (``pyxis.log``): what the tests assert.
 
-    python tests/slurm/cluster.py DIR [NODES]      start one by hand (stop it with Ctrl-C)
+    python tests/slurm/cluster.py DIR [NODES [VERSION]]      start one by hand (stop it with Ctrl-C)
 """
 from __future__ import annotations
 
@@ -34,26 +35,54 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DAEMONS = {"munged": "/usr/sbin/munged", "slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd"}
+# where setup.sh builds SLURMs (SLURM_NEW_PREFIX there): a cache outside the clone
+CACHE = Path(os.environ.get("EFFNET_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+             / "effnet")
+
+
+@dataclass(frozen=True)
+class Slurm:
+    """An installation of SLURM: its version (major.minor) and the prefix of its sbin/, bin/ and include/."""
+
+    version: str
+    prefix: Path
+
+    def daemon(self, name: str) -> str:
+        return f"/usr/sbin/{name}" if name in ("munged", "mariadbd") else str(self.prefix / "sbin" / name)
+
+    def client(self, name: str) -> str:
+        return str(self.prefix / "bin" / name)
+
+
+# The versions the SLURM tests run on (what setup.sh installs or builds: SLURM_NEW there)
+SLURMS = {"22.05": Slurm("22.05", Path("/usr")), "24.11": Slurm("24.11", CACHE / "slurm-24.11.5")}
+DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "squeue", "scontrol", "scancel", "sinfo", "sacct", "sacctmgr", "sshare", "salloc",
            "sstat")
 GPUS = 2
 BATCH_STEP = 4294967291  # SLURM_BATCH_SCRIPT as a step id
 
 
-def unavailable(nodes: int = 1) -> str | None:
+def unavailable(nodes: int = 1, slurm: Slurm = SLURMS["22.05"]) -> str | None:
     """Why a local cluster cannot run here, or None."""
     if os.geteuid() != 0:
         return "the local SLURM cluster needs root (munged, slurmd)"
-    missing = [p for p in (*DAEMONS.values(), "/usr/bin/sbatch", "/usr/bin/srun", "/usr/bin/squeue")
+    missing = [p for p in (*map(slurm.daemon, DAEMONS), *map(slurm.client, ("sbatch", "srun", "squeue")))
                if not os.access(p, os.X_OK)]
     if missing:
-        return f"SLURM/munge are not installed ({', '.join(missing)}; `./setup.sh test` installs Debian's)"
+        return (f"SLURM {slurm.version}/munge are not installed ({', '.join(missing)}; `./setup.sh test` installs "
+                "or builds them)")
     if nodes > 1 and not shutil.which("ip"):
         return "a cluster of several nodes needs iproute2's ip (network namespaces)"
-    if not Path("/usr/include/slurm/spank.h").exists() or not shutil.which("gcc"):
-        return "gcc and libslurm-dev (<slurm/spank.h>) are needed to build the fake Pyxis plugin"
+    if not (slurm.prefix / "include/slurm/spank.h").exists() or not shutil.which("gcc"):
+        return f"gcc and SLURM {slurm.version}'s <slurm/spank.h> are needed to build the fake Pyxis plugin"
     return None
+
+
+def version_of(slurm: Slurm) -> str:
+    """What the installation's slurmctld says its version is (``slurm 24.11.5`` -> ``24.11.5``)."""
+    out = subprocess.run([slurm.daemon("slurmctld"), "-V"], capture_output=True, text=True).stdout.split()
+    return out[-1] if out else "unknown"
 
 
 def _controller_priority() -> None:
@@ -67,11 +96,13 @@ def _controller_priority() -> None:
 @dataclass
 class Cluster:
     root: Path
+    slurm: Slurm = SLURMS["22.05"]
     cpus: int = field(default_factory=lambda: os.cpu_count() or 2)
     memory_mb: int = 8000
     hostname: str = field(default_factory=socket.gethostname)
     port: int = 16817  # slurmctld's; slurmd's is the next (one cluster per port pair, side by side)
     nodes: int = 1
+    accounting: bool = False  # slurmdbd on a MariaDB of its own, so that sacct answers; jobs leave squeue at once
     processes: dict = field(default_factory=dict)
 
     @property
@@ -89,6 +120,14 @@ class Cluster:
     @property
     def controller_address(self) -> str:
         return "127.0.0.1" if self.nodes == 1 else f"10.77.{self.tag}.1"
+
+    @property
+    def dbd_port(self) -> int:
+        return self.port + 1000
+
+    @property
+    def database_port(self) -> int:
+        return self.port + 2000
 
     @property
     def bridge(self) -> str:
@@ -127,8 +166,9 @@ class Cluster:
             dev = root / "dev" / f"nvidia{i}"
             if not dev.exists():
                 os.mknod(dev, 0o666 | 0o020000, os.makedev(195, i))
-        subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(root / "fake_pyxis.so"),
-                        str(HERE / "fake_pyxis.c")], check=True, capture_output=True, text=True)
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O1", f"-I{self.slurm.prefix / 'include'}", "-o",
+                        str(root / "fake_pyxis.so"), str(HERE / "fake_pyxis.c")], check=True, capture_output=True,
+                       text=True)
         (root / "etc" / "plugstack.conf").write_text(
             f"required {root / 'fake_pyxis.so'} log={self.pyxis_log}\n")
         self.pyxis_log.touch()
@@ -158,9 +198,15 @@ class Cluster:
             f"PlugStackConfig={root / 'etc' / 'plugstack.conf'}",
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory",
-            "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            *(["AccountingStorageType=accounting_storage/slurmdbd", "AccountingStorageHost=127.0.0.1",
+               f"AccountingStoragePort={self.dbd_port}",
+               f"AccountingStoragePass={root / 'munge' / 'munge.socket'}",  # the munge socket towards slurmdbd
+               "MinJobAge=2"]  # squeue forgets a job within a minute
+              if self.accounting else
+              ["AccountingStorageType=accounting_storage/none",
+               "MinJobAge=3600"]),  # squeue shows finished jobs (Snakemake status, the tests) for an hour
             "MpiDefault=none", "ReturnToService=2",
-            "MinJobAge=3600",  # squeue shows finished jobs (Snakemake status, the tests) for an hour
             "KillWait=10", "InactiveLimit=0", "OverTimeLimit=0",
             "SchedulerParameters=sched_interval=5",
             "GresTypes=gpu",
@@ -170,21 +216,32 @@ class Cluster:
             f"PartitionName=test Nodes={','.join(self.node_names)} Default=YES MaxTime=INFINITE State=UP",
             "",
         ]))
+        if self.accounting:
+            dbd = self.root / "etc" / "slurmdbd.conf"  # found beside SLURM_CONF's file
+            dbd.write_text("\n".join([
+                "AuthType=auth/munge", f"AuthInfo=socket={root / 'munge' / 'munge.socket'}",
+                "DbdAddr=127.0.0.1", f"DbdHost={self.hostname}", f"DbdPort={self.dbd_port}", "SlurmUser=root",
+                "StorageType=accounting_storage/mysql", "StorageHost=127.0.0.1", f"StoragePort={self.database_port}",
+                "StorageUser=slurm", "StoragePass=effnet-test", f"StorageLoc=slurm_acct_{self.port}",
+                f"PidFile={root / 'slurmdbd.pid'}", f"LogFile={root / 'log' / 'slurmdbd.log'}", ""]))
+            dbd.chmod(0o600)
         for name in CLIENTS:
             wrapper = self.bin / name
-            wrapper.write_text(f"#!/bin/sh\nSLURM_CONF={self.conf} exec /usr/bin/{name} \"$@\"\n")
+            wrapper.write_text(f"#!/bin/sh\nSLURM_CONF={self.conf} exec {self.slurm.client(name)} \"$@\"\n")
             wrapper.chmod(0o755)
 
     def _start(self, name: str, *args: str, key: str | None = None, netns: str | None = None) -> None:
         log = open(self.root / "log" / f"{key or name}.out", "ab")
-        # a node's own host name, resolving (through the namespace's /etc/netns/<ns>/hosts) to its address, and
-        # its own PMIx client directory
-        pmix = self.root / "pmix"
-        node = (f'hostname {netns} && mkdir -p {pmix}/{netns} && mount --bind {pmix}/{netns} {pmix} && exec "$@"')
+        # a node's own host name, resolving (through the namespace's /etc/netns/<ns>/hosts) to its address, its
+        # own PMIx client directory and its own munge directory (where its munged's socket is), as on nodes with
+        # their own /tmp and munged
+        pmix, munge = self.root / "pmix", self.root / "munge"
+        node = (f'hostname {netns} && mkdir -p {pmix}/{netns} && mount --bind {pmix}/{netns} {pmix} '
+                f'&& mount --bind {munge}-{netns} {munge} && exec "$@"')
         prefix = ["ip", "netns", "exec", netns, "unshare", "--uts", "--mount", "--propagation", "private",
                   "sh", "-c", node, "sh"] if netns else []
         self.processes[key or name] = subprocess.Popen(
-            [*prefix, DAEMONS[name], *args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            [*prefix, self.slurm.daemon(name), *args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=self.env(), start_new_session=True, preexec_fn=None if name == "slurmd" else _controller_priority)
         log.close()
 
@@ -221,20 +278,51 @@ class Cluster:
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
 
     def start(self, timeout: float = 600) -> None:
+        found = version_of(self.slurm)
+        if not found.startswith(self.slurm.version + "."):
+            raise RuntimeError(f"{self.slurm.daemon('slurmctld')} is SLURM {found}, not {self.slurm.version}")
         self.write_files()
-        munge = self.root / "munge"
-        self._start("munged", "-F", "--force", f"--key-file={munge / 'munge.key'}",
-                    f"--socket={munge / 'munge.socket'}", f"--pid-file={munge / 'munged.pid'}",
-                    f"--log-file={munge / 'munged.log'}", f"--seed-file={munge / 'munged.seed'}")
-        self._wait(lambda: (munge / "munge.socket").exists(), timeout, "munged")
+        self._start_munged(timeout)
+        if self.accounting:
+            self._start_accounting(timeout)
         if self.nodes > 1:
             self._network()
         self._start("slurmctld", "-D", "-i", "-f", str(self.conf))
         if self.nodes == 1:
             self._start("slurmd", "-D", "-f", str(self.conf))
         for i, name in enumerate(self.node_names if self.nodes > 1 else []):
+            # each node its own munged (one key): a munged decodes a credential once (its replay cache), and
+            # SLURM >= 23.11 has every node of a step decode the launch credential
+            own = self.root / f"munge-{self._netns(i)}"
+            own.mkdir(mode=0o700, exist_ok=True)
+            shutil.copy2(self.root / "munge" / "munge.key", own / "munge.key")
+            self._start_munged(timeout, key=f"munged-{name}", netns=self._netns(i))
             self._start("slurmd", "-D", "-N", name, "-f", str(self.conf), key=f"slurmd-{name}", netns=self._netns(i))
         self._wait(self._node_idle, timeout, "the nodes to become idle")
+
+    def _start_munged(self, timeout: float, key: str | None = None, netns: str | None = None) -> None:
+        munge = self.root / "munge"
+        self._start("munged", "-F", "--force", f"--key-file={munge / 'munge.key'}",
+                    f"--socket={munge / 'munge.socket'}", f"--pid-file={munge / 'munged.pid'}",
+                    f"--log-file={munge / 'munged.log'}", f"--seed-file={munge / 'munged.seed'}", key=key, netns=netns)
+        socket = self.root / (f"munge-{netns}" if netns else "munge") / "munge.socket"
+        self._wait(socket.exists, timeout, key or "munged")
+
+    def _start_accounting(self, timeout: float) -> None:
+        """Debian's MariaDB on loopback with a user for slurmdbd, slurmdbd, and this cluster registered in it."""
+        data, socket = self.root / "mysql", self.root / "mysql.sock"
+        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root"], check=True,
+                       capture_output=True)
+        self._start("mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={socket}",
+                    f"--port={self.database_port}", "--bind-address=127.0.0.1", "--user=root")
+        self._wait(socket.exists, timeout, "mariadbd")
+        subprocess.run(["mariadb", "--no-defaults", "-S", str(socket), "-u", "root", "-e",
+                        "CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY 'effnet-test'; "
+                        "GRANT ALL ON *.* TO 'slurm'@'127.0.0.1'"], check=True, capture_output=True)
+        self._start("slurmdbd", "-D")
+        add = ["sacctmgr", "-i", "add", "cluster", f"effnet-test-{self.port}"]
+        self._wait(lambda: subprocess.run(add, env=self.env(), capture_output=True).returncode == 0, timeout,
+                   "slurmdbd to register the cluster")
 
     def _node_idle(self) -> bool:
         proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=self.env(), capture_output=True, text=True)
@@ -263,7 +351,8 @@ class Cluster:
         """Cancel every job, then stop the daemons this object started (by PID, slurmd first)."""
         subprocess.run(["scancel", "--full", "--user=root"], env=self.env(), capture_output=True)
         slurmds = [key for key in self.processes if key.startswith("slurmd")]
-        for name in (*slurmds, "slurmctld", "munged"):
+        mungeds = [key for key in self.processes if key.startswith("munged")]
+        for name in (*slurmds, "slurmctld", "slurmdbd", "mariadbd", *mungeds):
             proc = self.processes.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue
@@ -291,7 +380,7 @@ class Cluster:
 
 if __name__ == "__main__":
     cluster = Cluster(Path(sys.argv[1]).resolve(), nodes=int(sys.argv[2]) if len(sys.argv) > 2 else 1,
-                      port=16835)
+                      slurm=SLURMS[sys.argv[3] if len(sys.argv) > 3 else "22.05"], port=16895)
     cluster.start()
     print(f"cluster up: export PATH={cluster.bin}:$PATH SLURM_CONF={cluster.conf}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
