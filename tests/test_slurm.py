@@ -400,6 +400,82 @@ def test_doctor_names_each_rule_whose_request_no_node_of_its_partition_holds(clu
         "request evaluate"].detail
 
 
+def _contained(cluster: Cluster, cwd: Path, *options: str, command: str = "true",
+               image: str = PYXIS_IMAGE) -> subprocess.CompletedProcess:
+    """``srun --container-image=IMAGE OPTIONS sh -c COMMAND`` on the cluster, from ``cwd``."""
+    return subprocess.run(["srun", f"--container-image={image}", *options, "sh", "-c", command], env=cluster.env(),
+                          cwd=cwd, capture_output=True, text=True, timeout=HANG_GUARD)
+
+
+@EVERY_SLURM
+def test_the_pyxis_stand_in_shows_a_task_its_mounts_and_nothing_else_of_the_host(cluster, tmp_path):
+    """As under Pyxis: a containerised task sees the test's files, the clone and home only through
+    --container-mounts (`:ro` read-only), starts in --container-workdir, writes nothing to the host outside its
+    mounts, and is refused (naming the value) for a mount source or workdir that is not there and for an image
+    that is neither a .sqsh file nor a name in Pyxis' grammar."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f").write_text("on the host\n")
+    mark = Path.home() / f".effnet-pyxis-test-{os.getpid()}-{cluster.port}"
+    mark.touch()
+    try:
+        seen = _contained(cluster, tmp_path, f"--container-mounts={data}:/data:ro", "--container-workdir=/data",
+                          "--no-container-mount-home",
+                          command=f"pwd; cat f; for p in {tmp_path} {REPO} {mark}; do test -e $p || echo hidden; "
+                                  "done; touch /data/new")
+        assert seen.stdout.split("\n")[:-1] == ["/data", "on the host", "hidden", "hidden", "hidden"], seen
+        assert seen.returncode != 0 and "/data/new': Read-only file system" in seen.stderr, seen
+        out = tmp_path / "out"
+        wrote = _contained(cluster, tmp_path, f"--container-mounts={data}:{data}",
+                           command=f"mkdir -p {out} && echo x > {out}/f && cat {out}/f && test -e {mark} && echo home")
+        assert wrote.returncode == 0 and wrote.stdout.split() == ["x", "home"], wrote  # home without --no-...-home
+        assert not out.exists()
+    finally:
+        mark.unlink()
+    (tmp_path / "effnet.sqsh").touch()
+    assert _contained(cluster, tmp_path, image="./effnet.sqsh").returncode == 0
+    assert _contained(cluster, tmp_path, image="nvcr.io#nvidia/tensorflow:25.02-tf2-py3").returncode == 0
+    for options, image, message in [
+        ([f"--container-mounts={tmp_path}/absent:/data"], PYXIS_IMAGE,
+         f"--container-mounts: {tmp_path}/absent: No such file or directory"),
+        ([f"--container-mounts={data}:/data", f"--container-workdir={tmp_path}"], PYXIS_IMAGE,
+         f"--container-workdir={tmp_path}: No such file or directory in the container"),
+        ([], "./absent.sqsh", "--container-image=./absent.sqsh: No such file or directory"),
+        ([], IMAGE, f"--container-image={IMAGE}: a registry is written REGISTRY#IMAGE ({PYXIS_IMAGE})"),
+        ([], "Team/EffNet", "--container-image=Team/EffNet: not [USER@][REGISTRY#]IMAGE[:TAG]"),
+    ]:
+        refused = _contained(cluster, tmp_path, *options, image=image, command="echo ran")
+        assert refused.returncode != 0 and "ran" not in refused.stdout and f"fake_pyxis: {message}" in refused.stderr, (
+            options, image, refused)
+
+
+def test_a_stage_whose_srun_line_lacks_a_mount_fails_naming_the_path_it_cannot_see(cluster, tmp_path):
+    """The srun line the launcher builds for prepare, with the data input's mount dropped: prepare, the first
+    stage that reads data.input, ends as a user error (2) naming the path; the line as built prepares it."""
+    images, run = tmp_path / "images", tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "effnet", "demo-data", "--output", str(images), "--train-per-class", "2",
+                    "--val-per-class", "1"], cwd=REPO, check=True, capture_output=True)
+    run.mkdir()  # as Snakemake makes a rule's log folder before its job starts
+    config = demo_config(container_image=IMAGE)
+    config["run_dir"] = str(run)
+    config["data"].update(source="folders", input=str(images))
+    prefix = shlex.split(requests.launch_prefix(config, "prepare", workdir=str(REPO)))
+    stage = [sys.executable, "-m", "effnet", "prepare", "--source", "folders", "--input", str(images), "--output",
+             str(run / "records"), "--train-shards", "2", "--val-shards", "1", "--workers", "1"]
+    line = job.srun_command(job.parse_args(prefix[2:] + stage), environ={})
+    at = next(i for i, option in enumerate(line) if option.startswith("--container-mounts="))
+    mounts = line[at].split("=", 1)[1].split(",")
+    assert f"{images}:{images}" in mounts
+    without = [*line[:at], f"--container-mounts={','.join(m for m in mounts if m != f'{images}:{images}')}",
+               *line[at + 1:]]
+    env = cluster.env()
+    failed = subprocess.run(without, env=env, cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD)
+    assert failed.returncode == 2 and f"error: {images}/train: train directory not found" in failed.stderr, failed
+    assert not (run / "records/manifest.json").exists()
+    prepared = subprocess.run(line, env=env, cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD)
+    assert prepared.returncode == 0 and (run / "records/manifest.json").exists(), prepared
+
+
 # Training long enough to be signalled in its first attempt on any machine: an 8 min limit with SIGUSR1 430 s
 # before it (SLURM sends it up to ~30 s early or late, so 20-80 s after the start). A signal during start-up
 # is kept (the handler is installed before TensorFlow), so the ranks checkpoint at their first vote (step 10,
@@ -550,7 +626,8 @@ def test_the_runs_of_a_batch_train_as_jobs_of_their_own_side_by_side(cluster, tm
     override = _write(tmp_path / "batch.yaml", {
         "run_dir": str(run), "data": {"demo_images_per_class": 10}, "model": {"arch": TEST_ARCH},
         "train": {"epochs": 2, "steps_per_epoch": 3, "eval_every": None}, "sweep": {"train.seed": [0, 1]},
-        "cluster": {"jobs": {"train": {"cpus": 1, "mem_mb": 2000}}}})  # both fit the 2-CPU node at once
+        "cluster": {"container_image": IMAGE,  # every stage of every run in the stand-in Pyxis' container
+                    "jobs": {"train": {"cpus": 1, "mem_mb": 2000}}}})  # both fit the 2-CPU node at once
     env = cluster.env(snakemake_env())
     before = max(squeue(env), default=0)
     env["PATH"] = f"{cluster.bin}:{env['PATH']}"
@@ -628,11 +705,12 @@ def test_two_ranks_on_two_nodes_train_alike_in_both_launch_modes_and_resume_afte
     both ways a site starts them: srun --mpi=none with a gloo rendezvous the job starts, then (the same run's
     records, trained again) srun --mpi=pmix with Horovod's MPI controller, as the production image, signalled
     mid-run: both ranks stop at the signal's step and the retry resumes. Every checkpoint holds weights both
-    ranks found equal."""
+    ranks found equal. Every stage runs in the stand-in Pyxis' container (with PMIx's directories bound in, as
+    enroot's PMI hook binds them)."""
     run = tmp_path / "run"
     for mpi in ("none", "pmix"):
-        summary = _train_on_slurm(two_nodes, run, {"nodes": 2, "gpus_per_node": 0, "mpi": mpi}, epochs=16,
-                                  interrupt=mpi == "pmix")
+        summary = _train_on_slurm(two_nodes, run, {"nodes": 2, "gpus_per_node": 0, "mpi": mpi,
+                                                   "container_image": IMAGE}, epochs=16, interrupt=mpi == "pmix")
         assert summary["world_size"] == 2
         digests = [checkpoints.read(ckpt)[0]["weights_digests"]
                    for ckpt in checkpoints.checkpoints(run / "train/checkpoints")]

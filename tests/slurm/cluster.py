@@ -1,5 +1,5 @@
 """A SLURM cluster on this machine for the tests: munged, slurmctld and slurmd as root, every file in one
-directory, two fake GPUs per node, and a no-op Pyxis SPANK plugin.
+directory, two fake GPUs per node, and a stand-in Pyxis SPANK plugin.
 
 One node (the default) is this host on 127.0.0.1. With ``nodes=N`` > 1 every node is a slurmd in a network
 namespace of its own (``effnet<tag>n<i>``, address 10.77.<tag>.<i+2> on a bridge ``efbr<tag>`` whose
@@ -16,9 +16,11 @@ before it starts a rule, and the wrappers set it again; nothing under /etc is to
 Fake GPUs: character devices made with mknod (``gres.conf`` File=), so --gpus/--gpus-per-task
 schedule and set CUDA_VISIBLE_DEVICES; there is no GPU behind them.
 
-The fake Pyxis plugin (``fake_pyxis.c``) accepts --container-image/--container-mounts/
---container-workdir/--no-container-mount-home, runs the task on the host and logs per task what it
-was asked (``pyxis.log``): what the tests assert.
+The stand-in Pyxis plugin (``fake_pyxis.c``) takes --container-image/--container-mounts/
+--container-workdir/--no-container-mount-home and gives each such task a container's view of the files: a
+root of its own where the places user data lives (``HIDDEN``: the temporary directory, the repository's
+parent, home) are empty and only the mounts show host files; it checks the image's name, and logs per task
+what it was asked (``pyxis.log``).
 
     python tests/slurm/cluster.py DIR [NODES [VERSION]]      start one by hand (stop it with Ctrl-C)
 """
@@ -30,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +63,10 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "squeue", "scontrol", "scancel", "sinfo", "sacct", "sacctmgr", "sshare", "salloc",
            "sstat")
 GPUS = 2
+# What a containerised task does not see unless a mount shows it: where the tests' files, the clone and home are
+HIDDEN = sorted({tempfile.gettempdir(), str(HERE.parent.parent.parent), str(Path.home())} - {"/"})
+# What an image holds that lives under a hidden directory on this machine (pyenv's Python under home): shown read-only
+IMAGE_DIRS = sorted({os.path.realpath(sys.base_prefix)} - {"/usr", "/usr/local"})
 BATCH_STEP = 4294967291  # SLURM_BATCH_SCRIPT as a step id
 
 
@@ -169,8 +176,10 @@ class Cluster:
         subprocess.run(["gcc", "-shared", "-fPIC", "-O1", f"-I{self.slurm.prefix / 'include'}", "-o",
                         str(root / "fake_pyxis.so"), str(HERE / "fake_pyxis.c")], check=True, capture_output=True,
                        text=True)
+        (root / "container").mkdir(exist_ok=True)  # each task's root, mounted in its own namespace
         (root / "etc" / "plugstack.conf").write_text(
-            f"required {root / 'fake_pyxis.so'} log={self.pyxis_log}\n")
+            f"required {root / 'fake_pyxis.so'} log={self.pyxis_log} hide={':'.join(HIDDEN)} "
+            f"image={':'.join(IMAGE_DIRS)} scratch={root / 'container'}\n")
         self.pyxis_log.touch()
         os.chmod(self.pyxis_log, 0o666)
         (root / "etc" / "gres.conf").write_text(
