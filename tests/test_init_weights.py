@@ -14,13 +14,14 @@ SIZE = 64
 
 
 def keras_file(tmp_path, arch: str, suffix: str, classes: int = 1000, top: bool = True):
-    """A keras.applications model of ``arch`` with random weights and ImageNet's input normalisation, saved."""
-    builder = getattr(keras.applications, "EfficientNetB" + arch[-1])
+    """A keras.applications model of ``arch`` with random weights and its pretrained files' input scaling, saved."""
+    builder = getattr(keras.applications, init_weights.keras_counterpart(arch)[0])
     reference = builder(weights=None, include_top=top, classes=classes, classifier_activation=None,
                         input_shape=(SIZE, SIZE, 3))
-    norm = next(layer for layer in reference.layers if isinstance(layer, keras.layers.Normalization))
-    norm.set_weights([np.array(IMAGENET_MEAN) / 255, (np.array(IMAGENET_STD) / 255) ** 2, np.array(0)])
-    norm.finalize_state()  # as after adapt(): the layer normalises with these from now on
+    norm = next((layer for layer in reference.layers if isinstance(layer, keras.layers.Normalization)), None)
+    if norm and norm.weights:  # V1's adapted normalisation as ImageNet's files hold it (V2's: constants, or none)
+        norm.set_weights([np.array(IMAGENET_MEAN) / 255, (np.array(IMAGENET_STD) / 255) ** 2, np.array(0)])
+        norm.finalize_state()  # as after adapt(): the layer normalises with these from now on
     path = tmp_path / f"{arch}{suffix}"
     if suffix == ".weights.h5":
         reference.save_weights(path)
@@ -30,7 +31,9 @@ def keras_file(tmp_path, arch: str, suffix: str, classes: int = 1000, top: bool 
 
 
 @pytest.mark.parametrize("arch, suffix", [("efficientnet-b0", ".h5"), ("efficientnet-b0", ".weights.h5"),
-                                          ("efficientnet-b2", ".weights.h5")])
+                                          ("efficientnet-b2", ".weights.h5"), ("efficientnetv2-b0", ".h5"),
+                                          ("efficientnetv2-b0", ".weights.h5"), ("efficientnetv2-s", ".h5"),
+                                          ("efficientnetv2-s", ".weights.h5")])
 def test_a_keras_applications_file_gives_its_logits(tmp_path, arch, suffix):
     reference, path = keras_file(tmp_path, arch, suffix)
     ours = build_model(arch, num_classes=1000, image_size=SIZE)
@@ -58,10 +61,15 @@ def test_with_another_class_count_only_the_head_is_new(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(head_before, ours.get_layer("logits").get_weights()))
 
 
-def test_a_notop_file_leaves_the_head_new(tmp_path):
-    _, path = keras_file(tmp_path, "efficientnet-b0", ".h5", top=False)
-    ours = build_model("efficientnet-b0", num_classes=5, image_size=SIZE)
-    assert init_weights.load(ours, "efficientnet-b0", path).reinitialised == ("logits",)
+@pytest.mark.parametrize("arch, suffix", [("efficientnet-b0", ".h5"), ("efficientnetv2-s", ".weights.h5")])
+def test_a_notop_file_leaves_the_head_new(tmp_path, arch, suffix):
+    reference, path = keras_file(tmp_path, arch, suffix, top=False)
+    ours = build_model(arch, num_classes=5, image_size=SIZE)
+    assert init_weights.load(ours, arch, path).reinitialised == ("logits",)
+    features = keras.Model(ours.input, ours.get_layer("head_activation").output)
+    images = np.random.default_rng(1).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
+    theirs, mine = reference.predict_on_batch(images), features.predict_on_batch(images)
+    assert np.max(np.abs(mine - theirs)) / np.max(np.abs(theirs)) < 1e-5
 
 
 def test_a_run_of_other_classes_gives_its_backbone_and_no_classifier(tmp_path):

@@ -1,4 +1,4 @@
-"""EfficientNet B0-B7: the published architecture, options, precision, save/reload."""
+"""EfficientNet B0-B7 and EfficientNetV2: the published architectures, options, precision, save/reload."""
 import os
 import subprocess
 import sys
@@ -9,6 +9,7 @@ import pytest
 from conftest import HANG_GUARD
 
 from effnet.models import available, build_model, native_size
+from effnet.models import efficientnet_v2
 from effnet.models.efficientnet import round_filters, scaled_stages, TEST_VARIANTS, VARIANTS
 
 PUBLISHED_MILLIONS = {"b0": 5.3, "b1": 7.8, "b2": 9.2, "b3": 12, "b4": 19, "b5": 30, "b6": 43, "b7": 66}
@@ -24,9 +25,16 @@ def count_params(model):
                for w in layer.weights)
 
 
-def test_registry_lists_the_eight_variants_with_native_sizes_and_the_test_size():
-    assert available() == [f"efficientnet-b{i}" for i in range(8)] + ["efficientnet-test"]
-    assert [native_size(n) for n in available()] == [224, 240, 260, 300, 380, 456, 528, 600, 32]
+# keras.applications.EfficientNetV2* (Keras 3.15.1, 1000 classes, count_params less the Normalization layer's)
+KERAS_APPLICATIONS_V2 = {"b0": 7200312, "b1": 8212124, "b2": 10178374, "b3": 14467622, "s": 21612360,
+                         "m": 54431388, "l": 119027848}
+V2_NAMES = [f"efficientnetv2-{v}" for v in KERAS_APPLICATIONS_V2]
+
+
+def test_registry_lists_both_families_with_native_sizes_and_the_test_size():
+    assert available() == sorted([f"efficientnet-b{i}" for i in range(8)] + ["efficientnet-test"] + V2_NAMES)
+    assert [native_size(n) for n in available()] == [224, 240, 260, 300, 380, 456, 528, 600, 32,
+                                                     224, 240, 260, 300, 480, 480, 384]  # V2: b0-b3, l, m, s
     with pytest.raises(ValueError, match="unknown model 'efficientnet-b9'; available: efficientnet-b0"):
         build_model("efficientnet-b9")
 
@@ -40,6 +48,39 @@ def test_parameters_and_outputs_match_the_published_architecture(index):
     logits = model(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32"))
     assert logits.shape == (2, 1000) and logits.dtype == "float32"
     assert model.layers[-1].activation is keras.activations.linear  # logits, no softmax
+
+
+@pytest.mark.parametrize("name", V2_NAMES)
+def test_v2_parameters_equal_keras_applications(name):
+    model = build_model(name, image_size=64)
+    assert count_params(model) == KERAS_APPLICATIONS_V2[name.split("-")[1]]
+    logits = model(np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32"))
+    assert logits.shape == (1, 1000) and logits.dtype == "float32"
+
+
+def test_v2_blocks_fused_early_squeeze_excite_late_and_its_input_scaling():
+    s = build_model("efficientnetv2-s", num_classes=10)
+    assert s.input_shape == (None, 384, 384, 3)
+    blocks = efficientnet_v2.scaled_stages("efficientnetv2-s")
+    assert len(blocks) == 40 and [b.fused for b in blocks].count(True) == 10
+    names = {layer.name for layer in s.layers}
+    # fused stages: no depthwise conv and no squeeze-excite; at expand 1 the kxk projection is the block
+    assert "block01_dwconv" not in names and "block01_se_reduce" not in names and "block01_expand_conv" not in names
+    assert s.get_layer("block01_project_conv").kernel_size == (3, 3) and "block01_project_activation" in names
+    expand = s.get_layer("block03_expand_conv")
+    assert (expand.kernel_size, expand.strides) == ((3, 3), (2, 2))
+    assert s.get_layer("block03_project_conv").kernel_size == (1, 1)
+    # MBConv stages: squeeze-excite on a quarter of the block's input filters
+    assert s.get_layer("block11_se_reduce").filters == 16 and s.get_layer("block11_dwconv").strides == (2, 2)
+    assert (s.get_layer("stem_conv").filters, s.get_layer("head_conv").filters) == (24, 1280)
+    assert s.get_layer("stem_bn").momentum == 0.9 and s.get_layer("top_dropout").rate == 0.2
+    scaled = keras.Model(s.input, s.get_layer("normalize").output)(np.full((1, 384, 384, 3), 255.0, "float32"))
+    assert np.allclose(scaled, 255 / 128 - 1)  # S, M, L: x/128 - 1, as keras' pretrained V2-S expects
+    b0 = build_model("efficientnetv2-b0", num_classes=10, image_size=32)
+    assert isinstance(b0.get_layer("normalize"), keras.layers.Normalization)  # B0-B3: ImageNet's mean/std
+    # V2 rounds filters without V1's 10% rule: B3's 16-filter stage is 16, not 24
+    assert efficientnet_v2.scaled_stages("efficientnetv2-b3")[0].filters_out == 16
+    assert round_filters(16, 1.2) == 24
 
 
 def test_b0_native_size_and_block_table():

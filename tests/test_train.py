@@ -450,6 +450,34 @@ def test_a_run_starts_from_another_runs_weights_or_checkpoint_frozen_then_not_an
     assert f"{first}: layer stem_conv does not fit" in other.stderr, other.stderr[-2000:]
 
 
+@pytest.mark.slow(minutes=2)
+def test_the_finetune_preset_trains_an_efficientnetv2_from_keras_applications_weights(records, tmp_path):
+    """config/finetune.yaml with model.arch efficientnetv2-b0 and keras.applications' V2-B0 notop weights (random
+    ones, saved as Keras 3 saves them): the classifier starts afresh, the backbone as the file's and stays so
+    through the frozen first epoch, then trains."""
+    import keras
+
+    file = tmp_path / "efficientnetv2-b0_notop.weights.h5"
+    keras.applications.EfficientNetV2B0(weights=None, include_top=False, input_shape=(32, 32, 3)).save_weights(file)
+    theirs = keras.applications.EfficientNetV2B0(weights=None, include_top=False, input_shape=(32, 32, 3))
+    theirs.load_weights(file)
+    out = tmp_path / "v2"
+    subprocess.run([sys.executable, "-m", "effnet", "train", "--config", "config/finetune.yaml", "--data", str(records),
+                    "--output", str(out), "--set", "model.arch=efficientnetv2-b0", "--set", "model.image_size=32",
+                    "--set", "data.backend=tfdata", "--set", "train.batch_size=8", "--set", "train.epochs=2",
+                    "--set", "train.checkpoint_every=1", "--set", f"train.init_from={file}",
+                    "--set", "eval.batch_size=16"], check=True, env=ENV, cwd=REPO, timeout=HANG_GUARD)
+    start = next(r["data"] for r in log_records(out) if "init_kind" in r["data"])
+    assert (start["init_kind"], start["init_layers_reinitialised"]) == ("keras.applications", ["logits"])
+    frozen, unfrozen = (checkpoints.read(c)[1] for c in checkpoints.checkpoints(out / "checkpoints")[-2:])
+    for ours, keras_name in (("stem_conv", "stem_conv"), ("block06_dwconv", "block4a_dwconv2"),
+                             ("block16_se_reduce", "block6c_se_reduce"), ("head_bn", "top_bn")):
+        expected = theirs.get_layer(keras_name).weights[0].numpy()
+        assert np.array_equal(frozen[f"model/{ours}/{theirs.get_layer(keras_name).weights[0].name}"], expected), ours
+    assert not np.array_equal(unfrozen["model/stem_conv/kernel"], frozen["model/stem_conv/kernel"])
+    assert trained_run.load_summary(out)["steps"] > 0
+
+
 def test_the_starting_weights_count_in_the_fingerprint_by_content_not_path():
     from effnet.core.config import load_config
 

@@ -1,12 +1,13 @@
 """A training run's starting weights (``train.init_from``): keras.applications EfficientNet files or one of our runs.
 
 Accepted sources:
-- the weights keras.applications' EfficientNetB0-B7 load or save: the downloaded legacy ``.h5`` files
-  (``efficientnetb0.h5``, ``efficientnetb0_notop.h5``, ...) and Keras 3 ``.weights.h5``;
+- the weights keras.applications' EfficientNetB0-B7 and EfficientNetV2B0-B3/S/M/L load or save: the downloaded
+  legacy ``.h5`` files (``efficientnetb0.h5``, ``efficientnetb0_notop.h5``, ``efficientnetv2-s.h5``, ...) and
+  Keras 3 ``.weights.h5``;
 - one of our runs: its directory (its EMA model, or the raw one if it trained without EMA) or one of its
   checkpoints (``RUN/checkpoints/ckpt-*``, its EMA weights when it has them).
 
-Our EfficientNet is keras.applications' layer for layer (its "same" padding equals their explicit padding
+Our EfficientNets are keras.applications' layer for layer (V1's "same" padding equals their explicit padding
 plus "valid"), so variables are matched by structure: the file's layer of the same block and role. Every layer
 of the model is accounted for: loaded, or, for the classifier when the class count differs, the file has no top
 or one of our runs trained other classes (by name), re-initialised and named. Any other shape that differs
@@ -24,7 +25,8 @@ from effnet.core import layout
 from effnet.core.digests import file_sha256
 from effnet.core.errors import UserError
 from effnet.formats import trained_run
-from effnet.models.efficientnet import B0_STAGES, IMAGENET_MEAN, IMAGENET_STD, VARIANTS, round_repeats
+from effnet.models import efficientnet, efficientnet_v2
+from effnet.models.blocks import IMAGENET_MEAN, IMAGENET_STD, round_repeats
 
 HEAD = "logits"
 # our layer names -> keras.applications' outside the blocks
@@ -100,10 +102,22 @@ def _layers(model) -> dict[str, list[np.ndarray]]:
     return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
 
 
+def keras_counterpart(arch: str) -> tuple[str, tuple, float, dict[str, str]] | None:
+    """keras.applications' builder of ``arch``, its block table and depth, and the block roles it names
+    otherwise than we do; None for an arch it does not have."""
+    if arch in efficientnet.VARIANTS:
+        return "EfficientNetB" + arch[-1], efficientnet.B0_STAGES, efficientnet.VARIANTS[arch].depth, {}
+    if arch in efficientnet_v2.VARIANTS:
+        table, variant = efficientnet_v2.VARIANTS[arch]
+        return ("EfficientNetV2" + arch.split("-")[1].upper(), efficientnet_v2.TABLES[table], variant.depth,
+                {"dwconv": "dwconv2"})
+    return None
+
+
 def keras_block_names(arch: str) -> list[str]:
     """keras.applications' block prefixes (block1a, block2a, block2b, ...) in our blocks' order."""
-    depth = VARIANTS[arch].depth
-    return [f"block{s + 1}{string.ascii_lowercase[j]}" for s, stage in enumerate(B0_STAGES)
+    _, table, depth, _ = keras_counterpart(arch)
+    return [f"block{s + 1}{string.ascii_lowercase[j]}" for s, stage in enumerate(table)
             for j in range(round_repeats(stage.repeats, depth))]
 
 
@@ -111,12 +125,14 @@ def _keras_application(path: Path, arch: str, model) -> tuple[dict[str, list[np.
     """The file's weights by our layer names, and a note when its input normalisation is not ours."""
     import keras
 
-    if arch not in VARIANTS:
-        raise UserError(f"train.init_from: {path}: keras.applications weights need an EfficientNet B0-B7 arch, "
-                        f"not {arch}")
+    counterpart = keras_counterpart(arch)
+    if counterpart is None:
+        raise UserError(f"train.init_from: {path}: keras.applications weights need an EfficientNet B0-B7 or "
+                        f"EfficientNetV2 arch, not {arch}")
+    builder, _, _, roles = counterpart
     top, classes = _keras_top(path)
-    builder = getattr(keras.applications, "EfficientNetB" + arch[-1])
-    reference = builder(weights=None, include_top=top, classes=classes or 1000, input_shape=model.input_shape[1:])
+    reference = getattr(keras.applications, builder)(weights=None, include_top=top, classes=classes or 1000,
+                                                     input_shape=model.input_shape[1:])
     try:
         reference.load_weights(str(path))
     except (ValueError, KeyError) as err:
@@ -126,11 +142,15 @@ def _keras_application(path: Path, arch: str, model) -> tuple[dict[str, list[np.
     source = {}
     for layer in model.layers:
         prefix, _, role = layer.name.partition("_")
-        name = KERAS_NAMES.get(layer.name) or (f"{blocks[prefix]}_{role}" if prefix in blocks else layer.name)
+        name = KERAS_NAMES.get(layer.name) or (f"{blocks[prefix]}_{roles.get(role, role)}" if prefix in blocks
+                                               else layer.name)
         if name in by_keras:
             source[layer.name] = by_keras[name]
-    norm = next(layer for layer in reference.layers if isinstance(layer, keras.layers.Normalization))
-    return source, _normalisation_note(norm.get_weights())
+    # EfficientNetV2-S/M/L scale their inputs to [-1, 1] (no weights, nothing a file could change), the others
+    # normalise with the mean/std their Normalization layer holds
+    # normalise with what their Normalization layer holds (V1: adapted weights; V2-B0-B3: ImageNet's, as constants)
+    norm = next((layer for layer in reference.layers if isinstance(layer, keras.layers.Normalization)), None)
+    return source, _normalisation_note(norm.get_weights()) if norm and norm.weights else ""
 
 
 def _normalisation_note(arrays: list[np.ndarray]) -> str:
