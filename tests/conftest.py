@@ -14,6 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 # performance check: far above the slowest run measured under the full suite's load on 2 cores (the local demo
 # DAG, 370-600 s; the SLURM DAG, 19-24 min), so a slow or shared machine never fails a test.
 HANG_GUARD = 2700
+# The tests run Snakemake in the clone side by side (pytest-xdist): they share its lock directory (.snakemake/locks),
+# and two runs ending at once race to delete it (FileNotFoundError in Snakemake's unlock, after a DAG that
+# succeeded). Each test's outputs are its own (under its tmp_path), so its runs go without the lock.
+SIDE_BY_SIDE = "--nolock"
 # The model of every test that trains to check a mechanism (resume, ranks, signals, stages): the family at its
 # smallest (effnet.models.efficientnet.TEST_VARIANTS), which starts a run in half B0's time. What is B0's own
 # (its table, parameters, keras.applications' layers) is tested on B0.

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import HANG_GUARD, REPO, TEST_ARCH, python_with_env
+from conftest import HANG_GUARD, REPO, SIDE_BY_SIDE, TEST_ARCH, python_with_env
 
 sys.path.insert(0, str(REPO / "tests"))
 from slurm.cluster import BATCH_STEP, SLURMS, Cluster, unavailable  # noqa: E402
@@ -30,6 +30,7 @@ from effnet.core.config import validate  # noqa: E402
 from effnet.formats import benchmark_results, checkpoints, trained_run  # noqa: E402
 from effnet.formats.dllog import read_records  # noqa: E402
 
+SNAKEMAKE = [sys.executable, "-m", "snakemake", SIDE_BY_SIDE]
 IMAGE = "registry.example.com/team/effnet:test"
 PYXIS_IMAGE = "registry.example.com#team/effnet:test"
 
@@ -203,7 +204,7 @@ def test_a_bad_value_stops_before_any_submission(tmp_path, override, message):
         (fake / name).write_text(f"#!/bin/sh\ntouch {tmp_path}/submitted\nexit 1\n")
         (fake / name).chmod(0o755)
     (tmp_path / "bad.yaml").write_text(f"run_dir: {tmp_path}/run\n{override}\n")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "--profile", "profiles/slurm", "--configfile",
+    proc = subprocess.run([*SNAKEMAKE, "all", "--profile", "profiles/slurm", "--configfile",
                            "config/config.yaml", str(tmp_path / "bad.yaml")], cwd=REPO, capture_output=True,
                           text=True, env=snakemake_env(f"{fake}:"), timeout=HANG_GUARD)
     assert proc.returncode != 0
@@ -212,7 +213,7 @@ def test_a_bad_value_stops_before_any_submission(tmp_path, override, message):
 
 
 def test_local_profile_plans_the_same_dag(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "-n", "--profile", "profiles/local",
+    proc = subprocess.run([*SNAKEMAKE, "all", "-n", "--profile", "profiles/local",
                            "--configfile", "config/config.yaml", str(_write(tmp_path / "o.yaml", {
                                "run_dir": str(tmp_path / "run")}))],
                           cwd=REPO, capture_output=True, text=True, env=snakemake_env(), timeout=HANG_GUARD)
@@ -313,7 +314,7 @@ def test_sacct_status_gives_jobs_squeue_forgot_their_true_end(accounted, tmp_pat
         "run_dir": str(run), "data": {"demo_images_per_class": 4}, "cluster": {"max_attempts": 1},
         "runs": {"ok": {}, "bad": {"data": {"source": "tfds", "tfds_name": "absent", "input": str(empty)}}}})
     env = accounted.env(snakemake_env())
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "--until", "prepare", "--keep-going",
+    proc = subprocess.run([*SNAKEMAKE, "all", "--until", "prepare", "--keep-going",
                            "--profile", "profiles/slurm", "--configfile", "config/config.yaml", str(override),
                            "--slurm-status-command", "sacct", "--slurm-init-seconds-before-status-checks", "20"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_GUARD)
@@ -411,8 +412,9 @@ def _contained(cluster: Cluster, cwd: Path, *options: str, command: str = "true"
 def test_the_pyxis_stand_in_shows_a_task_its_mounts_and_nothing_else_of_the_host(cluster, tmp_path):
     """As under Pyxis: a containerised task sees the test's files, the clone and home only through
     --container-mounts (`:ro` read-only), starts in --container-workdir, writes nothing to the host outside its
-    mounts, and is refused (naming the value) for a mount source or workdir that is not there and for an image
-    that is neither a .sqsh file nor a name in Pyxis' grammar."""
+    mounts (its own /tmp and /var/tmp; the image's directories read-only), and is refused (naming the value) for a
+    mount source or workdir that is not there and for an image that is neither a squashfs file nor a name in
+    Pyxis' grammar."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "f").write_text("on the host\n")
@@ -425,22 +427,29 @@ def test_the_pyxis_stand_in_shows_a_task_its_mounts_and_nothing_else_of_the_host
                                   "done; touch /data/new")
         assert seen.stdout.split("\n")[:-1] == ["/data", "on the host", "hidden", "hidden", "hidden"], seen
         assert seen.returncode != 0 and "/data/new': Read-only file system" in seen.stderr, seen
-        out = tmp_path / "out"
+        out, var_tmp = tmp_path / "out", Path(f"/var/tmp/effnet-pyxis-test-{cluster.port}")
         wrote = _contained(cluster, tmp_path, f"--container-mounts={data}:{data}",
-                           command=f"mkdir -p {out} && echo x > {out}/f && cat {out}/f && test -e {mark} && echo home")
-        assert wrote.returncode == 0 and wrote.stdout.split() == ["x", "home"], wrote  # home without --no-...-home
-        assert not out.exists()
+                           command=f"mkdir -p {out} && echo x > {out}/f && echo y > {var_tmp} && cat {out}/f {var_tmp} "
+                                   f"&& test -e {mark} && echo home")
+        assert wrote.returncode == 0 and wrote.stdout.split() == ["x", "y", "home"], wrote  # home: no --no-...-home
+        assert not out.exists() and not var_tmp.exists()
     finally:
         mark.unlink()
-    (tmp_path / "effnet.sqsh").touch()
-    assert _contained(cluster, tmp_path, image="./effnet.sqsh").returncode == 0
-    assert _contained(cluster, tmp_path, image="nvcr.io#nvidia/tensorflow:25.02-tf2-py3").returncode == 0
+    image_dir = _contained(cluster, tmp_path, command="touch /etc/effnet-pyxis-test")
+    assert image_dir.returncode != 0 and "Read-only file system" in image_dir.stderr, image_dir
+    (tmp_path / "effnet.sqsh").write_bytes(b"hsqs" + bytes(92))  # a squashfs superblock's magic
+    (tmp_path / "empty.sqsh").touch()
+    for image in ("./effnet.sqsh", "nvcr.io#nvidia/tensorflow:25.02-tf2-py3", f"docker://ubuntu@sha256:{'0' * 64}"):
+        assert _contained(cluster, tmp_path, image=image).returncode == 0, image
     for options, image, message in [
         ([f"--container-mounts={tmp_path}/absent:/data"], PYXIS_IMAGE,
          f"--container-mounts: {tmp_path}/absent: No such file or directory"),
+        ([f"--container-mounts={data}:/data/../etc"], PYXIS_IMAGE,
+         f"--container-mounts: {data}:/data/../etc: the destination must be an absolute path below / without .."),
         ([f"--container-mounts={data}:/data", f"--container-workdir={tmp_path}"], PYXIS_IMAGE,
          f"--container-workdir={tmp_path}: No such file or directory in the container"),
         ([], "./absent.sqsh", "--container-image=./absent.sqsh: No such file or directory"),
+        ([], "./empty.sqsh", "--container-image=./empty.sqsh: not a squashfs file"),
         ([], IMAGE, f"--container-image={IMAGE}: a registry is written REGISTRY#IMAGE ({PYXIS_IMAGE})"),
         ([], "Team/EffNet", "--container-image=Team/EffNet: not [USER@][REGISTRY#]IMAGE[:TAG]"),
     ]:
@@ -544,7 +553,7 @@ def test_demo_dag_on_slurm_with_pyxis_a_time_limit_resume_and_a_killed_rank(clus
     env["PATH"] = f"{cluster.bin}:{env['PATH']}"
     start = time.monotonic()
     with open(tmp_path / "snakemake.out", "w") as output:
-        proc = subprocess.Popen([sys.executable, "-m", *command], cwd=REPO, env=env, stdout=output,
+        proc = subprocess.Popen([sys.executable, "-m", *command, SIDE_BY_SIDE], cwd=REPO, env=env, stdout=output,
                                 stderr=subprocess.STDOUT)
         try:
             killed_job, killed_at = _kill_a_rank_of_the_retry(env, before, run, proc)
@@ -583,8 +592,8 @@ def test_demo_dag_on_slurm_with_pyxis_a_time_limit_resume_and_a_killed_rank(clus
     assert ended - killed_at <= 120, (killed_at, ended)
     print(f"a killed rank: its job ended {ended - killed_at:.0f} s later, resubmitted after "
           f"{resubmitted - killed_at:.0f} s")
-    for job in jobs:  # Snakemake alone resubmits: SLURM never requeues a job behind its back
-        shown = subprocess.run(["scontrol", "show", "job", str(job)], env=env, capture_output=True, text=True,
+    for job_id in jobs:  # Snakemake alone resubmits: SLURM never requeues a job behind its back
+        shown = subprocess.run(["scontrol", "show", "job", str(job_id)], env=env, capture_output=True, text=True,
                                check=True).stdout
         assert "Requeue=0" in shown, shown
     # every attempt's log is kept (Snakemake deletes the declared log as a job starts); train.log is the last
@@ -631,7 +640,7 @@ def test_the_runs_of_a_batch_train_as_jobs_of_their_own_side_by_side(cluster, tm
     env = cluster.env(snakemake_env())
     before = max(squeue(env), default=0)
     env["PATH"] = f"{cluster.bin}:{env['PATH']}"
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--until", "train", "--profile", "profiles/slurm",
+    proc = subprocess.run([*SNAKEMAKE, "--until", "train", "--profile", "profiles/slurm",
                            "--configfile", "config/config.yaml", str(override),
                            "--slurm-init-seconds-before-status-checks", "2"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_GUARD)
@@ -664,7 +673,7 @@ def _train_on_slurm(cluster: Cluster, run: Path, layout: dict, epochs: int, inte
     before = max(squeue(env), default=0)
     env["PATH"] = f"{cluster.bin}:{env['PATH']}"
     log = run / "train/train.dllog.json"
-    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "train", "--profile", "profiles/slurm", "--configfile",
+    proc = subprocess.Popen([*SNAKEMAKE, "train", "--profile", "profiles/slurm", "--configfile",
                              "config/config.yaml", str(override), "--slurm-init-seconds-before-status-checks", "2"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

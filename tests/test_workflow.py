@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from conftest import HANG_GUARD, REPO, TEST_ARCH
+from conftest import HANG_GUARD, REPO, SIDE_BY_SIDE, TEST_ARCH
 
 from effnet.core import layout
 from effnet.formats import benchmark_results, exported_model, trained_run
@@ -22,8 +22,8 @@ from effnet.stages.report import plots
 def snakemake(*args):
     """Run snakemake as a user with the virtual environment activated (rules call `python -m effnet`)."""
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=HANG_GUARD)
+    return subprocess.run([sys.executable, "-m", "snakemake", SIDE_BY_SIDE, "--cores", "2", *args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=HANG_GUARD)
 
 
 STAGES = ("demo_data", "prepare", "index", "train", "evaluate", "export", "infer", "benchmark_train",

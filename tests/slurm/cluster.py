@@ -64,7 +64,7 @@ CLIENTS = ("sbatch", "srun", "squeue", "scontrol", "scancel", "sinfo", "sacct", 
            "sstat")
 GPUS = 2
 # What a containerised task does not see unless a mount shows it: where the tests' files, the clone and home are
-HIDDEN = sorted({tempfile.gettempdir(), str(HERE.parent.parent.parent), str(Path.home())} - {"/"})
+HIDDEN = sorted({os.path.realpath(p) for p in (tempfile.gettempdir(), HERE.parent.parent.parent, Path.home())} - {"/"})
 # What an image holds that lives under a hidden directory on this machine (pyenv's Python under home): shown read-only
 IMAGE_DIRS = sorted({os.path.realpath(sys.base_prefix)} - {"/usr", "/usr/local"})
 BATCH_STEP = 4294967291  # SLURM_BATCH_SCRIPT as a step id

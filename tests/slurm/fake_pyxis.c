@@ -8,18 +8,23 @@
  * hold that lives under a hidden directory here, such as the Python installation: shown read-only) and
  * scratch=DIR (an empty directory under a hidden one, where each task mounts its root). A task started with
  * --container-image
- *  - is refused unless the image is an existing .sqsh file (a path: it starts with / or .) or a name in Pyxis'
- *    grammar, [USER@][REGISTRY#]IMAGE[:TAG]; a registry written the Docker way (registry.example.com/name) is
- *    refused too: Pyxis would look that name up on Docker Hub;
+ *  - is refused unless the image is a squashfs file (a path: it starts with / or .; its magic is checked, as
+ *    enroot reads it) or a name in Pyxis' grammar, [docker://][USER@][REGISTRY#]IMAGE[:TAG][@sha256:DIGEST]; a
+ *    registry written the Docker way (registry.example.com/name) is refused too: enroot before 4.0 looks that
+ *    name up on Docker Hub;
  *  - runs in a mount namespace of its own whose root is a fresh tmpfs: the host's top-level directories are bound
- *    into it, the hidden ones and home are empty but for the image's directories;
- *  - sees what --container-mounts names (SRC[:DST[:FLAGS]], flags joined by '+', ro = read-only) at DST, a
- *    missing SRC refused as enroot refuses it; home only without --no-container-mount-home; and, in a PMIx
- *    step, the PMIx directories enroot's 50-slurm-pmi.sh hook binds (PMIX_SERVER_TMPDIR and the step's
- *    spmix_appdir in PMIX_SYSTEM_TMPDIR);
+ *    into it read-only (/proc, /sys, /dev as they are), the hidden ones and home are empty but for the image's
+ *    directories, and /tmp, /var/tmp and /dev/shm are the task's own;
+ *  - sees, in enroot's order, home (only without --no-container-mount-home), in a PMIx step what enroot's
+ *    50-slurm-pmi.sh hook binds (PMIX_SERVER_TMPDIR and the step's spmix_appdir in PMIX_SYSTEM_TMPDIR), then
+ *    what --container-mounts names (SRC[:DST[:FLAGS]], flags joined by '+', ro = read-only) at DST, a missing SRC
+ *    refused as enroot refuses it;
  *  - starts in --container-workdir (refused if the container does not show it), else in /.
- * What a task writes outside its mounts stays in its own tmpfs and is gone when it ends. A refusal is an error
- * "fake_pyxis: ..." that srun prints, as it prints Pyxis' ones, and fails the task before it runs.
+ * A write outside the mounts never reaches the host: under the task's own temporary directories it is gone when
+ * the task ends (as in a container); in the image's directories it fails (read-only), where a container would
+ * keep it until it ends. Unlike Pyxis, whose tasks of one step on one node share a container, each task has its
+ * own namespace (its own /tmp). A refusal is an error "fake_pyxis: ..." that srun prints, as it prints Pyxis'
+ * ones, and fails the task before it runs.
  *
  * Every task (with or without an image) appends one line to the log, what the tests assert:
  *   job<TAB>step<TAB>task<TAB>image<TAB>mounts<TAB>workdir<TAB>no_mount_home<TAB>argv...
@@ -85,22 +90,23 @@ static int refuse(const char *format, ...)
     return -1;
 }
 
-static void option(const char *arg, const char *name, char *out, size_t size)
+/* plugstack.conf's NAME=VALUE into out; -1 when it does not fit. */
+static int option(const char *arg, const char *name, char *out, size_t size)
 {
     size_t n = strlen(name);
 
-    if (strncmp(arg, name, n) == 0 && arg[n] == '=')
-        snprintf(out, size, "%s", arg + n + 1);
+    if (strncmp(arg, name, n) == 0 && arg[n] == '=' && (size_t)snprintf(out, size, "%s", arg + n + 1) >= size)
+        return refuse("plugstack.conf: %s is longer than %zu characters", name, size - 1);
+    return 0;
 }
 
 int slurm_spank_init(spank_t sp, int ac, char **av)
 {
-    for (int i = 0; i < ac; i++) {
-        option(av[i], "log", log_path, sizeof log_path);
-        option(av[i], "hide", hide, sizeof hide);
-        option(av[i], "scratch", scratch, sizeof scratch);
-        option(av[i], "image", image_dirs, sizeof image_dirs);
-    }
+    for (int i = 0; i < ac; i++)
+        if (option(av[i], "log", log_path, sizeof log_path) < 0 || option(av[i], "hide", hide, sizeof hide) < 0 ||
+            option(av[i], "scratch", scratch, sizeof scratch) < 0 ||
+            option(av[i], "image", image_dirs, sizeof image_dirs) < 0)
+            return -1;
     return 0;
 }
 
@@ -131,38 +137,52 @@ static void log_task(spank_t sp)
     }
 }
 
-/* Pyxis' image argument: a squashfs file, or an enroot docker:// name (Docker's grammar for the repository). */
-static int check_image(const char *name)
+/* A squashfs file (what enroot starts from a path): its superblock's magic, "hsqs". */
+static int check_squashfs(const char *name)
+{
+    char magic[4] = "";
+    int fd = open(name, O_RDONLY);
+
+    if (fd < 0)
+        return refuse("--container-image=%s: %s", name, strerror(errno));
+    if (read(fd, magic, sizeof magic) != sizeof magic || memcmp(magic, "hsqs", 4) != 0) {
+        close(fd);
+        return refuse("--container-image=%s: not a squashfs file", name);
+    }
+    close(fd);
+    return 0;
+}
+
+/* Pyxis' image argument: a squashfs file, or an enroot docker:// name (Docker's grammar for the repository, a
+ * tag or a digest). */
+static int check_image(const char *image_arg)
 {
     static const char *grammar =
         "^([A-Za-z0-9._-]+@)?"                        /* USER@ */
         "([A-Za-z0-9.-]+(:[0-9]+)?#)?"                /* REGISTRY[:PORT]# */
         "[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*"  /* IMAGE */
-        "(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$";    /* :TAG */
+        "(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"       /* :TAG */
+        "(@sha256:[0-9a-f]{64})?$";                   /* @DIGEST */
+    const char *name = image_arg, *slash;
     regex_t re;
-    struct stat st;
-    const char *slash = strchr(name, '/');
     int match;
 
-    if (name[0] == '/' || name[0] == '.') {
-        size_t n = strlen(name);
-        if (n < 6 || strcmp(name + n - 5, ".sqsh") != 0)
-            return refuse("--container-image=%s: a path must name a squashfs file (.sqsh)", name);
-        if (stat(name, &st) < 0 || !S_ISREG(st.st_mode))
-            return refuse("--container-image=%s: %s", name, stat(name, &st) < 0 ? strerror(errno) : "not a file");
-        return 0;
-    }
+    if (name[0] == '/' || name[0] == '.')
+        return check_squashfs(name);
+    if (!strncmp(name, "docker://", 9) || !strncmp(name, "dockerd://", 10))
+        name = strstr(name, "://") + 3;
+    slash = strchr(name, '/');
     if (regcomp(&re, grammar, REG_EXTENDED | REG_NOSUB) != 0)
         return refuse("cannot compile the image grammar");
     match = regexec(&re, name, 0, NULL, 0) == 0;
     regfree(&re);
     if (!match)
-        return refuse("--container-image=%s: not [USER@][REGISTRY#]IMAGE[:TAG]", name);
+        return refuse("--container-image=%s: not [USER@][REGISTRY#]IMAGE[:TAG]", image_arg);
     if (!strchr(name, '#') && slash) {
         size_t n = slash - name;
         if (memchr(name, '.', n) || memchr(name, ':', n) || (n == 9 && strncmp(name, "localhost", 9) == 0))
             return refuse("--container-image=%s: a registry is written REGISTRY#IMAGE (%.*s#%s); as it is, "
-                          "this names a repository on Docker Hub", name, (int)n, name, slash + 1);
+                          "enroot before 4.0 looks the name up on Docker Hub", image_arg, (int)n, name, slash + 1);
     }
     return 0;
 }
@@ -184,11 +204,12 @@ static int is_hidden(const char *path, const char *home)
 static int parse_flags(char *flags, struct bind *b, const char *entry)
 {
     static const char *ignored[] = {"bind", "rbind", "private", "rprivate", "slave", "rslave", "shared", "rshared",
-                                    "unbindable", "runbindable", "nosuid", "nodev", "noexec", NULL};
+                                    "unbindable", "runbindable", "nosuid", "nodev", "noexec", "nofail", "noatime",
+                                    "nodiratime", "relatime", NULL};
     char *flag;
 
     while ((flag = strsep(&flags, "+")) != NULL) {
-        int known = !strcmp(flag, "ro") || !strcmp(flag, "rw");
+        int known = !strcmp(flag, "ro") || !strcmp(flag, "rw") || !strncmp(flag, "x-", 2);
         for (int i = 0; ignored[i] && !known; i++)
             known = !strcmp(flag, ignored[i]);
         if (!known)
@@ -206,7 +227,8 @@ static int parse_mounts(const char *spec, struct bind *binds, int *count)
 {
     char list[16384], *rest = list, *entry;
 
-    snprintf(list, sizeof list, "%s", spec);
+    if ((size_t)snprintf(list, sizeof list, "%s", spec) >= sizeof list)
+        return refuse("--container-mounts: longer than %zu characters", sizeof list - 1);
     while ((entry = strsep(&rest, ",")) != NULL) {
         char text[2 * PATH_MAX], *parts = text, *src, *dst, *flags;
         struct bind *b = &binds[*count];
@@ -219,8 +241,12 @@ static int parse_mounts(const char *spec, struct bind *binds, int *count)
         flags = parts;
         if (!src[0] || !dst || !dst[0])
             return refuse("--container-mounts: invalid entry '%s'", entry);
-        if (dst[0] != '/')
-            return refuse("--container-mounts: %s: the destination must be an absolute path", entry);
+        size_t n = strlen(dst);
+        if (dst[0] != '/' || n < 2 || strstr(dst, "/../") || (n >= 3 && !strcmp(dst + n - 3, "/..")))
+            return refuse("--container-mounts: %s: the destination must be an absolute path below / without ..",
+                          entry);
+        if (strlen(src) >= PATH_MAX || strlen(dst) >= PATH_MAX)
+            return refuse("--container-mounts: %s: a path longer than %d characters", entry, PATH_MAX - 1);
         memset(b, 0, sizeof *b);
         if (!realpath(src, b->src))
             return refuse("--container-mounts: %s: %s", src, strerror(errno));
@@ -253,11 +279,13 @@ static int add_bind(struct bind *binds, int *count, const char *path, int read_o
  * step's application directory in the system temporary directory (when there is one). */
 static int add_pmix_binds(spank_t sp, struct bind *binds, int *count)
 {
-    char server[PATH_MAX], system[PATH_MAX] = "/tmp", appdir[2 * PATH_MAX];
+    char server[PATH_MAX], system[PATH_MAX] = "/tmp", appdir[2 * PATH_MAX], mpi[64] = "";
     uint32_t uid = 0, job = 0, step = 0;
     struct stat st;
 
-    if (spank_getenv(sp, "PMIX_SERVER_TMPDIR", server, sizeof server) != ESPANK_SUCCESS)
+    spank_getenv(sp, "SLURM_MPI_TYPE", mpi, sizeof mpi);
+    if ((mpi[0] && strncmp(mpi, "pmix", 4) != 0) ||
+        spank_getenv(sp, "PMIX_SERVER_TMPDIR", server, sizeof server) != ESPANK_SUCCESS)
         return 0;  /* not a PMIx step */
     if (spank_getenv(sp, "PMIX_SYSTEM_TMPDIR", system, sizeof system) != ESPANK_SUCCESS)
         spank_getenv(sp, "TMPDIR", system, sizeof system);
@@ -312,7 +340,31 @@ static int make_mount_point(const char *root, const char *path, int directory, d
     }
 }
 
-/* The container's root on a fresh tmpfs at scratch: the host's top-level entries, hidden ones empty. */
+/* A tmpfs of the container's own at root+path (if the image has that directory), where mount points may be made. */
+static int private_tmpfs(const char *path, dev_t *owned, int *n_owned)
+{
+    char inside[2 * PATH_MAX];
+    struct stat st;
+
+    snprintf(inside, sizeof inside, "%s%s", scratch, path);
+    if (stat(inside, &st) < 0 || !S_ISDIR(st.st_mode))
+        return 0;
+    if (mount("tmpfs", inside, "tmpfs", 0, "mode=1777") < 0)
+        return refuse("cannot mount a tmpfs on %s: %s", path, strerror(errno));
+    if (stat(inside, &st) == 0 && *n_owned < MAX_MOUNTS)
+        owned[(*n_owned)++] = st.st_dev;
+    return 0;
+}
+
+/* The host's kernel interfaces, bound as they are (enroot mounts its own /proc, /sys and /dev). */
+static int is_system(const char *path)
+{
+    return !strcmp(path, "/proc") || !strcmp(path, "/sys") || !strcmp(path, "/dev");
+}
+
+/* The container's root on a fresh tmpfs at scratch: the host's top-level entries read-only (the image; what a task
+ * writes there fails here, where in a container it would be lost when the task ends), hidden ones empty, and
+ * private temporary directories (/tmp is hidden, so empty; /var/tmp and /dev/shm get a tmpfs each, as in enroot). */
 static int build_root(const char *home, dev_t *owned, int *n_owned)
 {
     struct dirent *entry;
@@ -345,12 +397,16 @@ static int build_root(const char *home, dev_t *owned, int *n_owned)
         } else if (S_ISDIR(st.st_mode)) {
             if (mkdir(inside, st.st_mode & 07777) < 0)
                 return refuse("cannot create %s: %s", inside, strerror(errno));
-            if (!is_hidden(host, home) && mount(host, inside, NULL, MS_BIND | MS_REC, NULL) < 0)
+            if (is_hidden(host, home))
+                continue;
+            if (mount(host, inside, NULL, MS_BIND | MS_REC, NULL) < 0)
                 return refuse("cannot bind %s: %s", host, strerror(errno));
+            if (!is_system(host) && mount(NULL, inside, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
+                return refuse("cannot make %s read-only: %s", host, strerror(errno));
         }
     }
     closedir(dir);
-    return 0;
+    return private_tmpfs("/var/tmp", owned, n_owned) < 0 ? -1 : private_tmpfs("/dev/shm", owned, n_owned);
 }
 
 /* Deeper hidden directories (and home) that the host's bound top-level directories still show: emptied. */
@@ -394,7 +450,7 @@ static int bind_into_root(const struct bind *b, dev_t *owned, int n_owned)
 
 static int enter_container(spank_t sp)
 {
-    struct bind binds[MAX_MOUNTS];
+    static struct bind binds[MAX_MOUNTS];
     dev_t owned[MAX_MOUNTS];
     char home[PATH_MAX] = "", old[2 * PATH_MAX], list[sizeof image_dirs], *rest = list, *dir;
     int count = 0, n_owned = 0;
@@ -403,16 +459,15 @@ static int enter_container(spank_t sp)
         return -1;
     if (!scratch[0])
         return refuse("plugstack.conf names no scratch=DIR");
+    /* in enroot's order: the image, its hooks' mounts (home, PMIx), then --container-mounts */
     snprintf(list, sizeof list, "%s", image_dirs);
     while ((dir = strsep(&rest, ":")) != NULL)
         if (dir[0] && add_bind(binds, &count, dir, 1) < 0)
             return -1;
-    if (mounts && parse_mounts(mounts, binds, &count) < 0)
-        return -1;
     spank_getenv(sp, "HOME", home, sizeof home);
     if (home[0] && !no_mount_home && add_bind(binds, &count, home, 0) < 0)
         return -1;
-    if (add_pmix_binds(sp, binds, &count) < 0)
+    if (add_pmix_binds(sp, binds, &count) < 0 || (mounts && parse_mounts(mounts, binds, &count) < 0))
         return -1;
     if (unshare(CLONE_NEWNS) < 0)
         return refuse("unshare(CLONE_NEWNS): %s", strerror(errno));
