@@ -146,8 +146,7 @@ def _keras_application(path: Path, arch: str, model) -> tuple[dict[str, list[np.
                                                else layer.name)
         if name in by_keras:
             source[layer.name] = by_keras[name]
-    # EfficientNetV2-S/M/L scale their inputs to [-1, 1] (no weights, nothing a file could change), the others
-    # normalise with the mean/std their Normalization layer holds
+    # EfficientNetV2-S/M/L scale their inputs to [-1, 1] (no weights, nothing a file could change); the others
     # normalise with what their Normalization layer holds (V1: adapted weights; V2-B0-B3: ImageNet's, as constants)
     norm = next((layer for layer in reference.layers if isinstance(layer, keras.layers.Normalization)), None)
     return source, _normalisation_note(norm.get_weights()) if norm and norm.weights else ""
