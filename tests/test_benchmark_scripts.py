@@ -31,6 +31,8 @@ COMPARISONS = {
     "finetune": (["--seeds", "0", "--epochs", "1", "--pretrain-epochs", "1", "--source-per-class", "10",
                   "--target-per-class", "4", "--image-size", "32", "--batch-size", "8"],
                  ["from scratch (demo recipe)", "fine-tuned (+ finetune.yaml's keys)"]),
+    "stagewise": (["--seeds", "0", "--epochs", "2", "--stages", "2", "--image-size", "40", "--base-size", "32",
+                   "--per-class", "6", "--batch-size", "8", "--arch", "efficientnet-test"], ["fixed", "stagewise"]),
 }
 
 

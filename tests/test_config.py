@@ -38,6 +38,21 @@ def test_presets_reproduce_the_reference_recipe():
         assert (t["augment"], t["amp"], t["lr_decay"]) == ("autoaugment", True, "cosine")
 
 
+def test_the_v2_s_preset_is_the_references_stage_wise_recipe():
+    from effnet.stages.train import stagewise
+
+    v2 = load_config(REPO / "config/imagenet-v2-s.yaml")
+    m, t = v2["model"], v2["train"]
+    assert (m["arch"], m["image_size"], m["bn_momentum"], m["batch_norm"]) == ("efficientnetv2-s", 300, 0.99, "sync")
+    assert (t["epochs"], t["batch_size"], t["lr_init"], t["checkpoint_every"], v2["eval"]["batch_size"]) == (
+        350, 460, 0.005, 10, 100)
+    assert (t["augment"], t["amp"], t["xla"], t["ema_decay"]) == ("randaugment", True, "auto", 0.9999)
+    stages = stagewise.schedule(t, m["image_size"])
+    assert [(s.first_epoch, s.image_size, s.randaug_magnitude) for s in stages] == [
+        (0, 128, 5), (87, 185, 8), (174, 243, 12), (261, 300, 15)]
+    assert {(s.mixup_alpha, s.cutmix_alpha) for s in stages} == {(0.0, 0.0)}
+
+
 def base():
     return yaml.safe_load((REPO / "config/config.yaml").read_text())
 

@@ -18,7 +18,7 @@ def test_the_image_installs_the_lock_ci_tests_for_the_python_ci_runs():
                                "EFFNET_TF=tensorflow", "EFFNET_HOROVOD=gpu", "./setup.sh", "env"]
     assert "pip install" not in dockerfile  # nothing beside the lock
     assert dockerfile.rstrip().endswith("RUN python -m effnet doctor --train-step")
-    for preset in ("imagenet-b0", "imagenet-b4"):  # the presets run in it
+    for preset in ("imagenet-b0", "imagenet-b4", "imagenet-v2-s"):  # the presets run in it
         assert "container_image: /shared/containers/effnet.sqsh" in (REPO / f"config/{preset}.yaml").read_text()
     readme = (REPO / "README.md").read_text()
     assert "enroot import -o /shared/containers/effnet.sqsh dockerd://effnet:latest" in readme

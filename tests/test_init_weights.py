@@ -44,6 +44,15 @@ def test_a_keras_applications_file_gives_its_logits(tmp_path, arch, suffix):
     assert np.max(np.abs(mine - theirs)) / np.max(np.abs(theirs)) < 1e-5
 
 
+def test_a_model_of_any_size_for_stage_wise_training_loads_the_file_as_well(tmp_path):
+    reference, path = keras_file(tmp_path, "efficientnetv2-b0", ".weights.h5")
+    ours = build_model("efficientnetv2-b0", num_classes=1000, image_size=SIZE, any_size=True)
+    assert init_weights.load(ours, "efficientnetv2-b0", path).reinitialised == ()
+    images = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
+    theirs, mine = reference.predict_on_batch(images), ours.predict_on_batch(images)
+    assert np.max(np.abs(mine - theirs)) / np.max(np.abs(theirs)) < 1e-5
+
+
 def test_with_another_class_count_only_the_head_is_new(tmp_path):
     reference, path = keras_file(tmp_path, "efficientnet-b0", ".weights.h5")
     ours = build_model("efficientnet-b0", num_classes=10, image_size=SIZE)

@@ -170,6 +170,19 @@ def test_overrides_and_feature_extractor():
     assert pooled.output_shape == (None, 1280)
 
 
+def test_a_model_of_any_size_has_the_same_weights_and_takes_every_stage_size():
+    """Stage-wise training's model: one set of weights trains at each stage's size."""
+    fixed = build_model("efficientnetv2-b0", image_size=48, num_classes=3)
+    flexible = build_model("efficientnetv2-b0", image_size=48, num_classes=3, any_size=True)
+    assert flexible.input_shape == (None, None, None, 3)
+    assert [tuple(w.shape) for w in flexible.weights] == [tuple(w.shape) for w in fixed.weights]
+    flexible.set_weights(fixed.get_weights())
+    images = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
+    np.testing.assert_allclose(flexible(images).numpy(), fixed(images).numpy(), atol=1e-5)
+    for size in (32, 40):
+        assert flexible(images[:, :size, :size]).shape == (2, 3)
+
+
 def test_mixed_float16_computes_in_half_and_returns_float32_logits():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

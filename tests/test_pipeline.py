@@ -221,6 +221,17 @@ def test_augmentations_keep_dtype_shape_range_and_change_images(data, backend, a
         assert changed.mean() > 0.3
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_randaugment_magnitude_reaches_both_pipelines(data, backend):
+    """Stage-wise training sets a magnitude per stage: same seed, same ops chosen, other levels."""
+    kwargs = dict(backend=backend, batch_size=20, image_size=32, seed=3, augment="randaugment")
+    _, weak = collect(build_dataset(data, "train", randaug_magnitude=2, **kwargs))
+    _, strong = collect(build_dataset(data, "train", randaug_magnitude=15, **kwargs))
+    assert strong.shape == weak.shape == (60, 32, 32, 3) and strong.min() >= 0 and strong.max() <= 255
+    changed = np.abs(strong - weak).mean(axis=(1, 2, 3)) > 1
+    assert changed.mean() > 0.5, changed.mean()  # all but the level-free ops (Invert, Equalize, AutoContrast)
+
+
 @pytest.mark.parametrize("name", autoaugment.RANDAUGMENT_OPS)
 def test_each_op_keeps_uint8_shape(name):
     image = tf.constant(np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8))

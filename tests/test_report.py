@@ -106,6 +106,31 @@ def test_tables_and_plots_hold_the_runs_figures(tmp_path):
     assert latency["export amp"]["p99"][-1] == pytest.approx(np.percentile(np.asarray(export_8["seconds"]) * 1e3, 99))
 
 
+def test_a_stage_wise_run_shows_its_stages_in_a_table_and_on_the_curves(tmp_path):
+    run = make_run(tmp_path / "run")
+    stages = [{"index": i, "first_epoch": i, "end_epoch": i + 1, "image_size": size, "mixup_alpha": alpha,
+               "cutmix_alpha": 0.0, "randaug_magnitude": magnitude}
+              for i, (size, alpha, magnitude) in enumerate(((24, 0.0, 5), (32, 0.2, 10)))]
+    train = run / layout.TRAIN
+    with DLLogger(train / layout.TRAIN_LOG, stream=None, append=False) as log:
+        log.log("PARAMETER", {"world_size": 1, "updates_per_epoch": 4, "stages": stages})
+        for step in range(2, 9, 2):
+            log.log(((step - 1) // 4, step), {"loss": 1.0, "top1": 0.5, "lr": 0.01, "img_per_sec": 1.0,
+                                              "stage": (step - 1) // 4})
+    summary = json.loads((train / layout.TRAIN_SUMMARY).read_text())
+    (train / layout.TRAIN_SUMMARY).write_text(json.dumps({**summary, "stages": stages}))
+    write(run, tmp_path / "out")
+    text = (tmp_path / "out/report.md").read_text()
+    assert _table_rows(text.replace("### Stages", "## Stages"), "Stages") == [
+        ["0", "0", "24 px", "0.00", "0.00", "5"], ["1", "1", "32 px", "0.20", "0.00", "10"]]
+    training = plots.read_series(tmp_path / "out" / layout.TRAINING_PLOT)
+    assert training["stage"] == [0, 0, 1, 1] and training["stage_starts"] == [1]
+    assert plots.read_series(tmp_path / "out" / layout.LR_PLOT)["stage_starts"] == [1]
+    plain = write(make_run(tmp_path / "plain"), tmp_path / "plain-out")  # one stage: no table, no marks
+    assert "### Stages" not in (tmp_path / "plain-out/report.md").read_text()
+    assert plain[layout.TRAINING_PLOT]["stage_starts"] == []
+
+
 def test_published_figures_appear_beside_ours_on_matching_hardware(tmp_path):
     run = make_run(tmp_path / "run", env=A100_ENV, size=224)
     write(run, tmp_path / "out")

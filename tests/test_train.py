@@ -179,10 +179,21 @@ def test_a_hung_rank_ends_the_job_after_the_stall_timeout(records, tmp_path):
     assert took >= 30
 
 
+# Two stages of an epoch each (7 steps), everything scheduled: 32 then 40 px, RandAugment at 4 then 10, mixup
+# 0 then 0.4, CutMix 0.1 then 0.5.
+STAGEWISE = ["--set", "train.stages=2", "--set", "model.image_size=40", "--set", "train.base_image_size=32",
+             "--set", "train.augment=randaugment", "--set", "train.base_randaug_magnitude=4", "--set",
+             "train.mixup_alpha=0.4", "--set", "train.base_mixup_alpha=0", "--set", "train.cutmix_alpha=0.5",
+             "--set", "train.base_cutmix_alpha=0.1"]
+
+
 @pytest.mark.slow(minutes=3)
-def test_sigterm_then_resume_ends_with_the_weights_of_an_uninterrupted_run(records, tmp_path):
+@pytest.mark.parametrize("stages, stop_after", [([], 3), (STAGEWISE, 9)], ids=["one stage", "stage-wise"])
+def test_sigterm_then_resume_ends_with_the_weights_of_an_uninterrupted_run(records, tmp_path, stages, stop_after):
+    """Stage-wise: stopped inside the second stage, the rerun resumes in it at the exact step, at its size and
+    regularisation (else the weights would differ from the uninterrupted run's)."""
     settings = ["--set", "train.epochs=2", "--set", "train.deterministic=true", "--set", "train.ema_decay=0.9",
-                "--set", "model.dropout=0.3"]
+                "--set", "model.dropout=0.3", *stages]
     whole = subprocess.run(train_args(records, tmp_path / "whole", *settings), cwd=REPO, env=ENV,
                            capture_output=True, text=True, timeout=HANG_GUARD)
     assert whole.returncode == 0, whole.stderr[-3000:]
@@ -191,14 +202,14 @@ def test_sigterm_then_resume_ends_with_the_weights_of_an_uninterrupted_run(recor
     proc = subprocess.Popen(train_args(records, out, *settings), cwd=REPO, env=ENV, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + HANG_GUARD
-    while len(step_losses(out)) < 3 and time.time() < deadline and proc.poll() is None:
+    while len(step_losses(out)) < stop_after and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=HANG_GUARD)
     assert proc.returncode == EXIT_PREEMPTED, stderr[-3000:]
     stopped_at = [r for r in log_records(out) if r.get("step") == "PARAMETER" and "checkpoint_step" in r["data"]]
     step = stopped_at[0]["data"]["checkpoint_step"]
-    assert 3 <= step < 14  # inside the run, at a step boundary
+    assert stop_after <= step < 14  # inside the run, at a step boundary
     assert not (out / "train_summary.json").exists()
 
     resumed = subprocess.run(train_args(records, out, *settings), cwd=REPO, env=ENV, capture_output=True,
@@ -207,6 +218,16 @@ def test_sigterm_then_resume_ends_with_the_weights_of_an_uninterrupted_run(recor
     resume = [r["data"] for r in log_records(out) if r.get("step") == "PARAMETER" and "resumed_from_step" in r["data"]]
     assert resume == [{"resumed_from_step": step, "epoch": step // 7, "micro_batch": step % 7}]
     assert trained_run.load_summary(out)["steps"] == 14
+    if stages:
+        starts = [r["data"] for r in log_records(out) if r.get("step") == "PARAMETER" and "stage_start" in r["data"]]
+        assert [s["stage_start"]["index"] for s in starts] == [0, 1, 1]  # the rerun starts in stage 1, mid-way
+        assert starts[-1]["stage_start"] == {"index": 1, "first_epoch": 1, "end_epoch": 2, "image_size": 40,
+                                             "mixup_alpha": 0.4, "cutmix_alpha": 0.5, "randaug_magnitude": 10}
+        assert (starts[-1]["epoch"], starts[-1]["micro_batch"]) == (1, step - 7)
+        logged = {tuple(r["step"]): r["data"]["stage"] for r in log_records(out) if r["type"] == "LOG"
+                  and isinstance(r["step"], list) and len(r["step"]) == 2}
+        assert logged == {(int(s > 7), s): int(s > 7) for s in range(1, 15)}  # (epoch, step): stage
+        assert [s["image_size"] for s in trained_run.load_summary(out)["stages"]] == [32, 40]
     a, b = final_state(tmp_path / "whole"), final_state(out)
     assert sorted(a) == sorted(b) and any(k.startswith("ema/") for k in a)
     for name in a:  # model, RNG states, optimizer slots, EMA: every tensor
@@ -295,6 +316,35 @@ def test_checkpoints_of_another_recipe_are_set_aside_not_resumed(tmp_path):
     reshuffled = {**manifest, "splits": {"train": {"shards": [{"sha256": "1"}]}}}
     assert recipe.fingerprint(config, manifest) == recipe.fingerprint(config, moved)
     assert recipe.fingerprint(config, manifest) != recipe.fingerprint(config, reshuffled)
+
+
+STAGE_BATCHES = """
+import sys
+from pathlib import Path
+from effnet.core import ranks
+from effnet.core.config import load_config, parse_overrides
+from effnet.stages.train import recipe
+from effnet.stages.train.loop import Trainer
+config = load_config("config/config.yaml", parse_overrides(sys.argv[4:]))
+out = Path(sys.argv[2])
+trainer = Trainer(config, sys.argv[1], out, out, ranks.init(), recipe.precision(config["train"], on_gpu=False),
+                  index_dir=sys.argv[3])
+for stage in trainer.stages:
+    images, _ = next(iter(trainer.batches(stage, stage.first_epoch, 1, 0)))
+    print("stage", stage.index, tuple(images.shape))
+"""
+
+
+@pytest.mark.parametrize("backend", ["tfdata", "dali"])
+def test_each_stage_streams_batches_at_its_own_size_on_either_backend(records, tmp_path, backend):
+    index = tmp_path / "index"
+    run_cli("index", "--tfrecords", str(records), "--output", str(index), check=True)
+    settings = [s for s in FAST if s != "--set"] + [f"data.backend={backend}", "train.epochs=2", *STAGEWISE[1::2]]
+    proc = subprocess.run([sys.executable, "-c", STAGE_BATCHES, str(records), str(tmp_path), str(index), *settings],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=HANG_GUARD)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [line for line in proc.stdout.splitlines() if line.startswith("stage")] == [
+        "stage 0 (8, 32, 32, 3)", "stage 1 (8, 40, 40, 3)"]
 
 
 def test_gradient_accumulation_applies_one_update_per_n_batches(records, tmp_path):

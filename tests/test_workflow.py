@@ -55,6 +55,19 @@ def test_a_preset_means_what_it_says_and_an_override_file_changes_one_nested_key
     assert "rule infer:" not in out  # a tfrecords source has no image files to predict
 
 
+def test_the_v2_s_preset_plans_a_stage_wise_run(tmp_path):
+    override = tmp_path / "override.yaml"
+    override.write_text(f"run_dir: {tmp_path}/run\ndata: {{input: {tmp_path}}}\n")
+    proc = snakemake("all", "-n", "-p", "--configfile", "config/imagenet-v2-s.yaml", str(override))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    train = next(line for line in out.splitlines() if "python -m effnet train" in line)
+    for key in ("arch: efficientnetv2-s", "image_size: 300", "stages: 4", "base_image_size: 128",
+                "randaug_magnitude: 15", "base_randaug_magnitude: 5", "batch_size: 460"):
+        assert key in train, key
+    assert not any(tmp_path.glob("run/*"))  # planned, nothing ran
+
+
 def test_the_finetune_preset_plans_its_weights_file_into_train_and_names_a_missing_one(tmp_path):
     weights = tmp_path / "efficientnetb0_notop.h5"
     for split in ("train", "val"):

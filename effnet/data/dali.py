@@ -29,6 +29,7 @@ from effnet.core.errors import UserError
 from effnet.core.ranks import Gpu
 from effnet.core.resources import available_cpus
 from effnet.data import dali_augment
+from effnet.data.autoaugment import RANDAUGMENT_MAGNITUDE
 from effnet.data.sharding import RankPlan, derive_seed
 from effnet.data.tfdata import AREA_RANGE, ASPECT_RANGE, CROP_ATTEMPTS, EVAL_PADDING, MIN_OBJECT_COVERED
 from effnet.formats.record_index import index_path, read_index, write_index
@@ -100,7 +101,8 @@ def read_records(files: list[str], indexes: list[str], label_offset: int = 0):
 
 def build_pipeline(*, training: bool, batch_size: int, image_size: int, seed: int, augment: str | None,
                    device_id: int | None, num_threads: int, files: list[str], indexes: list[str],
-                   label_offset: int = 0, crop_padding: int = EVAL_PADDING, min_area: float = MIN_OBJECT_COVERED):
+                   label_offset: int = 0, crop_padding: int = EVAL_PADDING, min_area: float = MIN_OBJECT_COVERED,
+                   magnitude: int = RANDAUGMENT_MAGNITUDE):
     """The DALI pipeline of one rank: the records ``indexes`` list, of ``files``, in that order, as (float32 HWC
     images in [0, 255], int32 labels), both on the GPU ``device_id`` (CUDA's number) or the CPU (None)."""
     from nvidia.dali import fn, pipeline_def, types
@@ -122,7 +124,7 @@ def build_pipeline(*, training: bool, batch_size: int, image_size: int, seed: in
             if augment == "autoaugment":
                 images = dali_augment.auto_augment(images, image_size)
             elif augment == "randaugment":
-                images = dali_augment.rand_augment(images, image_size)
+                images = dali_augment.rand_augment(images, image_size, magnitude=magnitude)
             mirror = fn.random.coin_flip(probability=0.5)
         else:
             images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB)
@@ -159,6 +161,7 @@ class Stream:
     gpu: Gpu | None
     crop_padding: int = EVAL_PADDING
     min_area: float = MIN_OBJECT_COVERED
+    magnitude: int = RANDAUGMENT_MAGNITUDE
 
     def __post_init__(self):
         self.indexes = shard_indexes(self.plans, self.index_dir)  # a missing or stale index fails here, at once
@@ -199,7 +202,8 @@ class Stream:
                     training=self.training, batch_size=self.batch_size, image_size=self.image_size,
                     seed=derive_seed(self.seed, self.first_epoch + first, self.rank, 3), augment=self.augment,
                     device_id=device_id, num_threads=min(8, available_cpus()), files=files, indexes=indexes,
-                    label_offset=plan.label_offset, crop_padding=self.crop_padding, min_area=self.min_area)
+                    label_offset=plan.label_offset, crop_padding=self.crop_padding, min_area=self.min_area,
+                    magnitude=self.magnitude)
                 try:
                     pipe.build()
                 except RuntimeError as exc:
@@ -219,7 +223,8 @@ class Stream:
 
 def build(plans: list[RankPlan], *, index_dir: str | Path, training: bool, batch_size: int, image_size: int,
           seed: int, first_epoch: int, rank: int, augment: str | None, skip: int, gpu: Gpu | None,
-          crop_padding: int = EVAL_PADDING, min_area: float = MIN_OBJECT_COVERED) -> Stream:
+          crop_padding: int = EVAL_PADDING, min_area: float = MIN_OBJECT_COVERED,
+          magnitude: int = RANDAUGMENT_MAGNITUDE) -> Stream:
     """Batches of (float32 images, int32 labels) for ``plans``, read through the indexes in ``index_dir``."""
     return Stream(plans, index_dir, training, batch_size, image_size, seed, first_epoch, rank, augment, skip, gpu,
-                  crop_padding, min_area)
+                  crop_padding, min_area, magnitude)

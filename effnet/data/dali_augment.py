@@ -37,31 +37,44 @@ def _posterize_mask(magnitude) -> np.ndarray:
     return np.array(0xFF ^ ((1 << (8 - bits)) - 1), dtype=np.uint8)
 
 
-def dali_ops(constants: dict[str, int], image_size: int) -> dict:
-    """Every op of ``autoaugment.RANDAUGMENT_OPS`` as a DALI augmentation, by reference name."""
-    from nvidia.dali import fn
+def dali_ops(constants: dict[str, int], image_size: int, top_level: int = BINS - 1) -> dict:
+    """Every op of ``autoaugment.RANDAUGMENT_OPS`` as a DALI augmentation, by reference name, for
+    ``top_level + 1`` magnitude bins (bin = level; above 10 the ranges extend as the tf.data ops' do)."""
+    from nvidia.dali import fn, types
+    from nvidia.dali import math as dmath
     from nvidia.dali.auto_aug import augmentations as a
     from nvidia.dali.auto_aug.core import augmentation
 
-    enhance = dict(mag_range=(-0.9, 0.9), randomly_negate=False)  # factor 1 + m: 0.1 ... 1.9
+    scale = top_level / autoaugment.MAX_LEVEL
 
-    @augmentation(mag_range=(0, constants["cutout"]), randomly_negate=False,
+    def upto(top):
+        return (0, top * scale)
+
+    enhance = dict(mag_range=(-0.9, -0.9 + 1.8 * scale), randomly_negate=False)  # factor 1 + m: 0.1 ... 1.9 at 10
+
+    @augmentation(mag_range=upto(constants["cutout"]), randomly_negate=False,
                   mag_to_param=lambda m: np.float32(_truncate(m)))
     def cutout(data, pad):
         centre = fn.random.uniform(values=[float(v) for v in range(image_size)], shape=[2])
         return fn.erase(data, anchor=centre - pad, shape=fn.stack(pad, pad) * 2.0, axis_names="HW",
                         fill_value=autoaugment.FILL)
 
+    @augmentation(mag_range=upto(110), randomly_negate=False, mag_to_param=lambda m: np.int16(_truncate(m)))
+    def solarize_add(data, addition):  # DALI's own wraps around above 255 (levels over 10 reach it)
+        added = fn.cast(dmath.min(fn.cast(data, dtype=types.INT16) + addition, 255), dtype=types.UINT8)
+        below = data < types.Constant(128, dtype=types.UINT8)
+        return below * added + (below ^ True) * data
+
     ops = {
         "AutoContrast": a.auto_contrast, "Equalize": a.equalize, "Invert": a.invert,
-        "Rotate": a.rotate.augmentation(mag_range=(0, 30)),
-        "ShearX": a.shear_x.augmentation(mag_range=(0, 0.3)),
-        "ShearY": a.shear_y.augmentation(mag_range=(0, 0.3)),
-        "TranslateX": a.translate_x_no_shape.augmentation(mag_range=(0, constants["translate"])),
-        "TranslateY": a.translate_y_no_shape.augmentation(mag_range=(0, constants["translate"])),
-        "Posterize": a.posterize.augmentation(mag_range=(0, 4), mag_to_param=_posterize_mask),
-        "Solarize": a.solarize.augmentation(mag_range=(0, 256), mag_to_param=lambda m: np.int32(_truncate(m))),
-        "SolarizeAdd": a.solarize_add.augmentation(mag_range=(0, 110), mag_to_param=lambda m: np.uint8(_truncate(m))),
+        "Rotate": a.rotate.augmentation(mag_range=upto(30)),
+        "ShearX": a.shear_x.augmentation(mag_range=upto(0.3)),
+        "ShearY": a.shear_y.augmentation(mag_range=upto(0.3)),
+        "TranslateX": a.translate_x_no_shape.augmentation(mag_range=upto(constants["translate"])),
+        "TranslateY": a.translate_y_no_shape.augmentation(mag_range=upto(constants["translate"])),
+        "Posterize": a.posterize.augmentation(mag_range=upto(4), mag_to_param=_posterize_mask),
+        "Solarize": a.solarize.augmentation(mag_range=upto(256), mag_to_param=lambda m: np.int32(_truncate(m))),
+        "SolarizeAdd": solarize_add,
         "Color": a.color.augmentation(**enhance), "Contrast": a.contrast.augmentation(**enhance),
         "Brightness": a.brightness.augmentation(**enhance), "Sharpness": a.sharpness.augmentation(**enhance),
         "Cutout": cutout,
@@ -91,10 +104,11 @@ def auto_augment(images, image_size: int):
 def rand_augment(images, image_size: int, layers: int = autoaugment.RANDAUGMENT_LAYERS,
                  magnitude: int = autoaugment.RANDAUGMENT_MAGNITUDE, names=autoaugment.RANDAUGMENT_OPS):
     """RandAugment: ``layers`` ops drawn from ``names`` (the reference's 16), each always applied at
-    ``magnitude`` of 10."""
+    ``magnitude`` (a whole level; 10 is the reference's top, up to 20 extends its ranges)."""
     from nvidia.dali.auto_aug import rand_augment as ra
 
-    ops = dali_ops(autoaugment.RANDAUGMENT_CONSTANTS, image_size)
+    top = max(BINS - 1, magnitude)
+    ops = dali_ops(autoaugment.RANDAUGMENT_CONSTANTS, image_size, top)
     affine = affine_kwargs() if set(names) & set(GEOMETRIC) else {}
     return ra.apply_rand_augment([ops[name] for name in names], images, n=layers, m=magnitude,
-                                 num_magnitude_bins=BINS, **affine)
+                                 num_magnitude_bins=top + 1, **affine)

@@ -10,6 +10,7 @@ import tensorflow as tf
 from effnet.core import layout, ranks
 from effnet.core.errors import UserError
 from effnet.data import sharding
+from effnet.data.autoaugment import RANDAUGMENT_MAGNITUDE
 from effnet.data.tfdata import EVAL_PADDING, MIN_OBJECT_COVERED
 from effnet.formats.records import check_example
 from effnet.formats.tfrecord import iter_records
@@ -122,12 +123,13 @@ def build_dataset(data_dir: str | Path, split: str, *, backend: str = "tfdata", 
                   rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0, epochs: int = 1, skip: int = 0,
                   steps_per_epoch: int | None = None, augment: str | None = None, training: bool | None = None,
                   gpu: str | None = "auto", crop_padding: int = EVAL_PADDING,
-                  crop_min_area: float = MIN_OBJECT_COVERED, index_dir: str | Path | None = None) -> Batches:
+                  crop_min_area: float = MIN_OBJECT_COVERED, index_dir: str | Path | None = None,
+                  randaug_magnitude: int = RANDAUGMENT_MAGNITUDE) -> Batches:
     """Batches of ``split`` ("train" or "validation") from the shards in ``data_dir`` for ``rank``.
 
     ``training`` defaults to ``split == "train"``: random-resized crop (at least ``crop_min_area``
-    of the image, the reference's 0.1 by default), random flip and
-    ``augment``, over ``epochs`` epochs from ``epoch`` leaving out the first ``skip`` batches,
+    of the image, the reference's 0.1 by default), random flip and ``augment`` (RandAugment at
+    ``randaug_magnitude``), over ``epochs`` epochs from ``epoch`` leaving out the first ``skip`` batches,
     each epoch cut to ``steps_per_epoch`` batches if given;
     otherwise centre crop (``image_size / (image_size + crop_padding)`` of the shorter side, the
     reference's padding by default), every example exactly once across ranks (one epoch).
@@ -151,7 +153,7 @@ def build_dataset(data_dir: str | Path, split: str, *, backend: str = "tfdata", 
         from effnet.data import tfdata
         ds = (tfdata.train_batches(plans, batch_size=batch_size, image_size=image_size, seed=seed,
                                    first_epoch=epoch, rank=rank, augment=augment, skip=skip,
-                                   min_area=crop_min_area) if training
+                                   min_area=crop_min_area, magnitude=randaug_magnitude) if training
               else tfdata.eval_batches(plans[0], batch_size=batch_size, image_size=image_size,
                                        crop_padding=crop_padding))
     else:
@@ -159,5 +161,5 @@ def build_dataset(data_dir: str | Path, split: str, *, backend: str = "tfdata", 
         ds = dali.build(plans, index_dir=index_dir or default_index_dir(data_dir), training=training,
                         batch_size=batch_size, image_size=image_size, seed=seed, first_epoch=epoch, rank=rank,
                         augment=augment, skip=skip, gpu=ranks.rank_gpu() if gpu == "auto" else None,
-                        crop_padding=crop_padding, min_area=crop_min_area)
+                        crop_padding=crop_padding, min_area=crop_min_area, magnitude=randaug_magnitude)
     return Batches(ds, plans, batch_size, training, epoch, skip)

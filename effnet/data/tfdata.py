@@ -62,15 +62,18 @@ def _resize(image, image_size: int):
     return tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=False)  # as DALI here
 
 
-def train_image(encoded, seed, image_size: int, augment: str | None, min_area: float = MIN_OBJECT_COVERED):
-    """Random-resized crop, resize, random flip, optional AutoAugment/RandAugment; float32 [0, 255]."""
+def train_image(encoded, seed, image_size: int, augment: str | None, min_area: float = MIN_OBJECT_COVERED,
+                magnitude: int = autoaugment.RANDAUGMENT_MAGNITUDE):
+    """Random-resized crop, resize, random flip, optional AutoAugment/RandAugment (at ``magnitude``); float32
+    [0, 255]."""
     seeds = tf.random.experimental.stateless_split(seed, 3)
     window = random_crop_window(tf.io.extract_jpeg_shape(encoded), seeds[0], min_area)
     image = _resize(tf.io.decode_and_crop_jpeg(encoded, window, channels=3), image_size)
     image = tf.image.stateless_random_flip_left_right(image, seeds[1])
     if augment:
         pixels = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-        pixels = (autoaugment.autoaugment if augment == "autoaugment" else autoaugment.randaugment)(pixels, seeds[2])
+        pixels = (autoaugment.autoaugment(pixels, seeds[2]) if augment == "autoaugment"
+                  else autoaugment.randaugment(pixels, seeds[2], magnitude=magnitude))
         image = tf.cast(pixels, tf.float32)
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
@@ -171,12 +174,12 @@ def eval_examples(plan: RankPlan) -> tf.data.Dataset:
 
 
 def train_batches(plans: list[RankPlan], *, batch_size: int, image_size: int, seed: int, first_epoch: int,
-                  rank: int, augment: str | None, skip: int = 0,
-                  min_area: float = MIN_OBJECT_COVERED) -> tf.data.Dataset:
+                  rank: int, augment: str | None, skip: int = 0, min_area: float = MIN_OBJECT_COVERED,
+                  magnitude: int = autoaugment.RANDAUGMENT_MAGNITUDE) -> tf.data.Dataset:
     """Training batches of consecutive epochs (see ``train_examples``), decoded and augmented."""
     ds = train_examples(plans, batch_size=batch_size, seed=seed, first_epoch=first_epoch, rank=rank, skip=skip)
     ds = ds.map(lambda encoded, label, example_seed: (
-        train_image(encoded, example_seed, image_size, augment, min_area), label),
+        train_image(encoded, example_seed, image_size, augment, min_area, magnitude), label),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 

@@ -198,7 +198,7 @@ def build(arch: Architecture, *, name: str, num_classes: int = 1000, image_size:
           include_top: bool = True, pooling: str | None = None, dropout: float | None = None,
           drop_connect: float = 0.2, activation: str = "swish", batch_norm: str = "plain",
           weight_init: str = "fan_out", bn_momentum: float | None = None,
-          zero_init_residual: bool = False) -> keras.Model:
+          zero_init_residual: bool = False, any_size: bool = False) -> keras.Model:
     """Build ``arch`` as a Keras model named ``name``.
 
     ``image_size=None`` uses the variant's native resolution; ``dropout=None`` its dropout; ``bn_momentum=None``
@@ -207,12 +207,13 @@ def build(arch: Architecture, *, name: str, num_classes: int = 1000, image_size:
     ``weight_init`` is the VarianceScaling mode, "fan_out" (reference) or "fan_in". ``bn_momentum`` sets how
     fast the batch-norm statistics move: a short run needs a smaller one, as the moving variance keeps
     ``bn_momentum ** steps`` of its initial 1.0. ``zero_init_residual`` starts each residual block's last
-    batch-norm scale at 0 (not the reference; trains faster from scratch in short runs).
+    batch-norm scale at 0 (not the reference; trains faster from scratch in short runs). ``any_size`` takes
+    images of any height and width (stage-wise training changes the size between stages).
     """
     size = image_size or arch.resolution
     momentum = arch.bn_momentum if bn_momentum is None else bn_momentum
     opts = BlockOptions(activation, batch_norm, weight_init, momentum, zero_init_residual)
-    inputs = keras.Input((size, size, 3), name="images")
+    inputs = keras.Input((None, None, 3) if any_size else (size, size, 3), name="images")
     x = _scale_inputs(inputs, arch.input_scaling)
     x = conv_bn_act(x, arch.stem_filters, 3, opts, "stem", strides=2)
     for i, block in enumerate(arch.blocks):

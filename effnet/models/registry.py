@@ -48,6 +48,6 @@ def build_model(name: str, num_classes: int = 1000, image_size: int | None = Non
 
     ``image_size=None`` means the variant's native resolution. ``overrides`` are the
     builder's options (dropout, drop_connect, activation, batch_norm, weight_init,
-    bn_momentum, zero_init_residual, include_top, pooling).
+    bn_momentum, zero_init_residual, include_top, pooling, any_size).
     """
     return entry(name).builder(num_classes=num_classes, image_size=image_size, **overrides)

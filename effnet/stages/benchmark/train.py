@@ -50,11 +50,14 @@ def _trainer(config: dict, data_dir: str, batch: int, precision, world, scratch:
 
 
 def _measure(trainer, data: str, warmup: int, steps: int) -> dict:
-    """Timed steps of ``trainer`` (and, for ``pipeline``, the input alone and the synthetic step)."""
+    """Timed steps of ``trainer`` at its last stage (the final size, where stage-wise training is slowest; as the
+    reference measures it), and, for ``pipeline``, the input alone and the synthetic step."""
     import tensorflow as tf
 
     from effnet.core.timing import time_calls
 
+    last = trainer.stages[-1]
+    trainer.set_stage(last)
     batch = trainer.t["batch_size"]
     seed = tf.constant([0, 1], tf.int64)
     size = trainer.image_size
@@ -69,7 +72,7 @@ def _measure(trainer, data: str, warmup: int, steps: int) -> dict:
     if data == "pipeline":
         calls = 2 * (warmup + steps)  # the pipeline-fed steps, then the pipeline alone
         epochs = -(-calls // trainer.micro_per_epoch) + 1
-        stream = iter(trainer.batches(0, epochs, 0))
+        stream = iter(trainer.batches(last, 0, epochs, 0))
         measured["pipeline"] = time_calls(lambda: step(*next(stream)), steps, warmup)
         measured["input"] = time_calls(lambda: [t.numpy() for t in next(stream)], steps, warmup)
     return measured

@@ -47,6 +47,10 @@ def markdown(run, other=None, plots: dict[str, dict | None] | None = None) -> st
         parts.append("## Missing\n\nThese stage outputs are not there, so their tables and plots are left out:\n\n"
                      + "".join(f"- {m}\n" for m in run.missing))
     parts += ["## Training accuracy\n", _table(tables.accuracy(run), "no finished training run")]
+    trained_stages = tables.stages(run)
+    if trained_stages[1]:
+        parts += ["### Stages\n", "Stage-wise training: each stage's images and regularisation (evaluation at "
+                  f"{s['image_size']} px).\n", _table(trained_stages, "")]
     bench = run.bench_train or {}
     parts += ["## Training performance\n",
               (f"Benchmark: {bench['data']} data, {bench['warmup_steps']} warm-up steps left out, "

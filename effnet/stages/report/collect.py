@@ -69,11 +69,13 @@ def collect(run_dir: str | Path) -> RunData:
 
 
 def training_curve(records: list[dict]) -> dict:
-    """Per logged step of the train log: epoch (fractional), loss, top1, lr; per evaluation: epoch, eval_top1.
+    """Per logged step of the train log: epoch (fractional), loss, top1, lr, stage; per evaluation: epoch,
+    eval_top1; ``stages``: the run's stages (``effnet.stages.train.stagewise``; [] in logs from before them).
 
     A resumed run logs some steps twice (after its last checkpoint, before the kill): the last record wins."""
-    per_epoch = next((r["data"]["updates_per_epoch"] for r in records if r.get("type") == "LOG"
-                      and r["step"] == "PARAMETER" and "updates_per_epoch" in r["data"]), None)
+    start = next((r["data"] for r in records if r.get("type") == "LOG" and r["step"] == "PARAMETER"
+                  and "updates_per_epoch" in r["data"]), {})
+    per_epoch = start.get("updates_per_epoch")
     steps, evals = {}, {}
     for r in records:
         if r.get("type") != "LOG" or not isinstance(r["step"], list):
@@ -88,7 +90,9 @@ def training_curve(records: list[dict]) -> dict:
         "epoch": [s / per_epoch if per_epoch else None for s in order],
         "loss": [steps[s]["loss"] for s in order], "top1": [steps[s]["top1"] for s in order],
         "lr": [steps[s]["lr"] for s in order], "img_per_sec": [steps[s]["img_per_sec"] for s in order],
+        "stage": [steps[s].get("stage", 0) for s in order],
         "eval_epoch": sorted(evals), "eval_top1": [evals[e]["eval_top1"] for e in sorted(evals)],
+        "stages": start.get("stages", []),
     }
 
 

@@ -37,13 +37,31 @@ def read_series(path: str | Path) -> dict:
         return json.loads(image.text[SERIES_KEY])
 
 
+def _stage_starts(curve: dict) -> list[dict]:
+    """The stages after the first of a stage-wise run (none otherwise): where the curves mark a boundary."""
+    return curve["stages"][1:]
+
+
+def _mark_stages(axes, starts: list[dict]) -> None:
+    """A dotted line at each stage's first epoch, labelled with the stage's image size."""
+    for ax in axes:
+        for stage in starts:
+            ax.axvline(stage["first_epoch"], color="grey", linestyle=":", linewidth=1)
+            ax.annotate(f"stage {stage['index']}: {stage['image_size']} px", (stage["first_epoch"], 1),
+                        xycoords=("data", "axes fraction"), xytext=(2, -10), textcoords="offset points",
+                        fontsize=7, color="grey")
+
+
 def training(curve: dict, path: Path) -> dict | None:
-    """Training loss, and training/validation top-1, against the epoch (from the train dllogger log)."""
+    """Training loss, and training/validation top-1, against the epoch (from the train dllogger log); a
+    stage-wise run's stage boundaries marked."""
     if not curve["step"]:
         return None
     x = [e if e is not None else s for e, s in zip(curve["epoch"], curve["step"])]
-    series = {"epoch": x, "loss": curve["loss"], "top1": curve["top1"],
-              "eval_epoch": curve["eval_epoch"], "eval_top1": curve["eval_top1"]}
+    starts = _stage_starts(curve)
+    series = {"epoch": x, "loss": curve["loss"], "top1": curve["top1"], "stage": curve["stage"],
+              "eval_epoch": curve["eval_epoch"], "eval_top1": curve["eval_top1"],
+              "stage_starts": [s["first_epoch"] for s in starts]}
     plt, fig, (loss, top1) = _figure(2)
     loss.plot(x, curve["loss"], label="training loss")
     loss.set_xlabel("epoch")
@@ -53,6 +71,7 @@ def training(curve: dict, path: Path) -> dict | None:
         top1.plot(curve["eval_epoch"], curve["eval_top1"], "o-", label="validation top-1 (EMA)")
     top1.set_xlabel("epoch")
     top1.set_ylabel("top-1")
+    _mark_stages((loss, top1), starts)
     for ax in (loss, top1):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -60,16 +79,18 @@ def training(curve: dict, path: Path) -> dict | None:
 
 
 def learning_rate(curve: dict, path: Path) -> dict | None:
-    """The learning rate schedule as logged, against the epoch."""
+    """The learning rate schedule as logged, against the epoch; a stage-wise run's stage boundaries marked."""
     if not curve["step"]:
         return None
     x = [e if e is not None else s for e, s in zip(curve["epoch"], curve["step"])]
+    starts = _stage_starts(curve)
     plt, fig, (ax,) = _figure(1)
     ax.plot(x, curve["lr"])
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.grid(alpha=0.3)
-    return _save(plt, fig, path, {"epoch": x, "lr": curve["lr"]})
+    _mark_stages((ax,), starts)
+    return _save(plt, fig, path, {"epoch": x, "lr": curve["lr"], "stage_starts": [s["first_epoch"] for s in starts]})
 
 
 def _by(rows: list[dict], keys: tuple[str, ...]) -> dict[str, list[dict]]:

@@ -62,6 +62,20 @@ def accuracy(run: RunData) -> Table:
               _duration(seconds), published]])
 
 
+def stages(run: RunData) -> Table:
+    """A stage-wise run's stages: epochs, image size and regularisation of each (none for one stage)."""
+    trained = (run.summary or {}).get("stages") or []
+    if len(trained) < 2:
+        return [], []
+    return (["stage", "epochs", "image size", "mixup alpha", "CutMix alpha", "RandAugment magnitude"],
+            [[s["index"], _epochs(s["first_epoch"], s["end_epoch"]), f"{s['image_size']} px",
+              _num(s["mixup_alpha"], 2), _num(s["cutmix_alpha"], 2), s["randaug_magnitude"]] for s in trained])
+
+
+def _epochs(first: int, end: int) -> str:
+    return str(first) if end == first + 1 else f"{first}-{end - 1}"
+
+
 def train_performance(run: RunData) -> Table:
     """One row per benchmarked precision, batch size and rank count."""
     bench = run.bench_train

@@ -25,7 +25,7 @@ from effnet.core import layout
 from effnet.core.digests import file_sha256
 from effnet.core.errors import UserError
 from effnet.formats import trained_run
-from effnet.models import efficientnet, efficientnet_v2
+from effnet.models import efficientnet, efficientnet_v2, native_size
 from effnet.models.blocks import IMAGENET_MEAN, IMAGENET_STD, round_repeats
 
 HEAD = "logits"
@@ -131,8 +131,9 @@ def _keras_application(path: Path, arch: str, model) -> tuple[dict[str, list[np.
                         f"EfficientNetV2 arch, not {arch}")
     builder, _, _, roles = counterpart
     top, classes = _keras_top(path)
+    size = model.input_shape[1] or native_size(arch)  # a model of any size (stage-wise): the weights are the same
     reference = getattr(keras.applications, builder)(weights=None, include_top=top, classes=classes or 1000,
-                                                     input_shape=model.input_shape[1:])
+                                                     input_shape=(size, size, 3))
     try:
         reference.load_weights(str(path))
     except (ValueError, KeyError) as err:

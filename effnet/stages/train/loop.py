@@ -33,7 +33,7 @@ from effnet.data.validation import evaluate, make_eval_step, validation_batches
 from effnet.formats import checkpoints
 from effnet.formats.dllog import DLLogger, Verbosity
 from effnet.formats.records import load_manifest
-from effnet.stages.train import init_weights, recipe
+from effnet.stages.train import init_weights, recipe, stagewise
 from effnet.stages.train.lock import hold
 from effnet.stages.train.stop import StopFlag
 from effnet.stages.train.watchdog import Watchdog
@@ -86,16 +86,18 @@ class Trainer:
         self.data_dir, self.index_dir, self.output, self.checkpoint_dir = data_dir, index_dir, output, checkpoint_dir
         t, m = config["train"], config["model"]
         self.t = t
+        self.image_size = m["image_size"] or native_size(m["arch"])  # the last stage's, and evaluation's
+        self.stages = stagewise.schedule(t, self.image_size)  # a bad stage key stops here, before data is read
+        self.stage = self.stages[0]
         manifest = load_manifest(data_dir)
         self.num_classes = manifest["num_classes"]
         self.classes = manifest["classes"]
-        self.image_size = m["image_size"] or native_size(m["arch"])
         self.identity = {"arch": m["arch"], "num_classes": self.num_classes, "image_size": self.image_size}
         self.init_sha256 = init_weights.digest(t["init_from"]) if t["init_from"] else None
         self.recipe = recipe.fingerprint(config, manifest, self.init_sha256)
         self.accum = t["grad_accum_steps"]
         self.global_batch = t["batch_size"] * world.size * self.accum
-        probe = self.batches(0, 1, 0)  # also checks that the data fills a batch on every rank
+        probe = self.batches(self.stage, 0, 1, 0)  # also checks that the data fills a batch on every rank
         self.updates_per_epoch = probe.steps // self.accum
         if self.updates_per_epoch == 0:
             raise UserError(f"train.grad_accum_steps={self.accum}: an epoch has only {probe.steps} batches of "
@@ -107,7 +109,8 @@ class Trainer:
         self.model = build_model(m["arch"], num_classes=self.num_classes, image_size=self.image_size,
                                  dropout=m["dropout"], drop_connect=m["drop_connect"], activation=m["activation"],
                                  batch_norm=m["batch_norm"], weight_init=m["weight_init"],
-                                 bn_momentum=m["bn_momentum"], zero_init_residual=m["zero_init_residual"])
+                                 bn_momentum=m["bn_momentum"], zero_init_residual=m["zero_init_residual"],
+                                 any_size=len(self.stages) > 1)
         # before the EMA copies them; a resumed checkpoint then overwrites them. Every rank loads (a bad file stops
         # them all at once, rather than rank 0 alone while the others wait in the broadcast)
         self.init = init_weights.load(self.model, m["arch"], t["init_from"], self.classes) if t["init_from"] else None
@@ -121,26 +124,27 @@ class Trainer:
         self.kernels = recipe.decayed_kernels(self.model) if t["optimizer"] != "adamw" else []
         self.loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=t["label_smoothing"])
         self.compression = hvd.Compression.fp16 if precision.mixed_float16 else hvd.Compression.none
-        self.micro_step = tf.function(self._micro_step)
-        self._apply_accumulated = tf.function(self._apply_mean)
+        self._trace_anew()
         self.named = _named_variables(self.model, self.optimizer, self.ema, self.step)
         self.saved_step: int | None = None
 
-    def batches(self, epoch: int, epochs: int, skip: int):
-        """The training stream of ``epochs`` epochs from ``epoch``, ``skip`` micro-batches consumed."""
+    def batches(self, stage: stagewise.Stage, epoch: int, epochs: int, skip: int):
+        """The training stream of ``epochs`` epochs from ``epoch``, ``skip`` micro-batches consumed, at ``stage``'s
+        image size and RandAugment magnitude."""
         t = self.t
         return build_dataset(self.data_dir, "train", backend=self.config["data"]["backend"],
-                             batch_size=t["batch_size"], image_size=self.image_size, rank=self.world.rank,
+                             batch_size=t["batch_size"], image_size=stage.image_size, rank=self.world.rank,
                              world_size=self.world.size, seed=t["seed"], epoch=epoch, epochs=epochs, skip=skip,
                              steps_per_epoch=t["steps_per_epoch"] and t["steps_per_epoch"] * self.accum,
                              augment=None if t["augment"] == "none" else t["augment"],
-                             crop_min_area=t["crop_min_area"], index_dir=self.index_dir)
+                             crop_min_area=t["crop_min_area"], index_dir=self.index_dir,
+                             randaug_magnitude=stage.randaug_magnitude)
 
     # ---- steps ------------------------------------------------------------------------------------
 
     def _micro_step(self, images, labels, seed):
-        images, soft = mix_batch(images, labels, self.num_classes, seed, self.t["mixup_alpha"],
-                                 self.t["cutmix_alpha"])
+        images, soft = mix_batch(images, labels, self.num_classes, seed, self.stage.mixup_alpha,
+                                 self.stage.cutmix_alpha)
         with tf.GradientTape() as tape:
             logits = tf.cast(self.model(images, training=True), tf.float32)
             loss = self.loss_fn(soft, logits)
@@ -170,8 +174,17 @@ class Trainer:
         if [v.path for v in trainable] != [v.path for v in self.trainable]:
             self.trainable = trainable
             self.accumulators = self._accumulators()
-            self.micro_step = tf.function(self._micro_step)
-            self._apply_accumulated = tf.function(self._apply_mean)
+            self._trace_anew()
+
+    def set_stage(self, stage: stagewise.Stage) -> None:
+        """Train with ``stage``'s mixup and CutMix (its image size and magnitude are its stream's, ``batches``)."""
+        if stage != self.stage:
+            self.stage = stage
+            self._trace_anew()
+
+    def _trace_anew(self) -> None:
+        self.micro_step = tf.function(self._micro_step)
+        self._apply_accumulated = tf.function(self._apply_mean)
 
     def _accumulators(self) -> list[tf.Variable]:
         return [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False)
@@ -267,6 +280,7 @@ def _log_start(log: DLLogger, trainer: Trainer, world: World) -> None:
                           "precision": trainer.precision.policy, "xla": trainer.precision.jit_compile,
                           "updates_per_epoch": trainer.updates_per_epoch,
                           "peak_lr": t["lr_init"] * trainer.global_batch / recipe.REFERENCE_BATCH,
+                          "stages": [stage.record() for stage in trainer.stages],
                           "config": trainer.config})
     if trainer.init:
         init = trainer.init
@@ -342,40 +356,43 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
     progress = _Progress(trainer, log, epoch * trainer.micro_per_epoch + micro)
     step = trainer.completed_step()  # then counted here: reading the variable each step would wait for the device
     trainer.set_epoch(epoch)
-    stream = trainer.batches(epoch, epochs - epoch, micro) if epoch < epochs else []
     seed_base = tf.constant([t["seed"], 0x7EA1], tf.int64)
-    for images, labels in stream:
-        seed = seed_base + tf.constant([0, 1], tf.int64) * (epoch * trainer.micro_per_epoch + micro)
-        progress.batch(*trainer.micro_step(images, labels, seed), int(images.shape[0]))
-        watchdog.beat()
-        micro += 1
-        if micro % trainer.accum:
-            continue
-        trainer.apply_step()
-        step += 1
-        epoch_done = micro == trainer.micro_per_epoch
-        boundary = step % t["log_every"] == 0 or epoch_done  # where the host waits for the device anyway
-        if boundary:
-            progress.log_train(epoch, step)
-        if epoch_done:
-            epoch, micro = epoch + 1, 0
-            trainer.set_epoch(epoch)
-            if eval_step and (epoch % t["eval_every"] == 0 or epoch == epochs):
-                progress.log_eval(epoch, step, _evaluate(trainer, eval_step, watchdog))
-        # one rank stops at the step after a signal; several vote at log boundaries (an allreduce the host
-        # waits for), so that every rank stops at the same step
-        if ((flag.signal is not None and world.size == 1) or (world.size > 1 and boundary)) \
-                and trainer.agree_to_stop(flag):
-            _save(trainer, watchdog, epoch, micro)
-            # no rank exits before rank 0's checkpoint is complete: srun ends the step a while after the first
-            # rank exits, and a rank 0 killed mid-save loses what the signal was for
-            trainer.barrier("checkpoint_saved")
-            log.log("PARAMETER", {"stopped_by_signal": flag.signal, "checkpoint_step": step})
-            progress.close()
-            return EXIT_PREEMPTED
-        every = t["checkpoint_every_steps"]
-        if (micro == 0 and epoch % t["checkpoint_every"] == 0) or (every and step % every == 0):
-            _save(trainer, watchdog, epoch, micro)
+    for stage in stagewise.remaining(trainer.stages, epoch):  # each stage streams its epochs at its own size
+        trainer.set_stage(stage)
+        if len(trainer.stages) > 1:
+            log.log("PARAMETER", {"stage_start": stage.record(), "epoch": epoch, "micro_batch": micro})
+        for images, labels in trainer.batches(stage, epoch, stage.end_epoch - epoch, micro):
+            seed = seed_base + tf.constant([0, 1], tf.int64) * (epoch * trainer.micro_per_epoch + micro)
+            progress.batch(*trainer.micro_step(images, labels, seed), int(images.shape[0]))
+            watchdog.beat()
+            micro += 1
+            if micro % trainer.accum:
+                continue
+            trainer.apply_step()
+            step += 1
+            epoch_done = micro == trainer.micro_per_epoch
+            boundary = step % t["log_every"] == 0 or epoch_done  # where the host waits for the device anyway
+            if boundary:
+                progress.log_train(epoch, step)
+            if epoch_done:
+                epoch, micro = epoch + 1, 0
+                trainer.set_epoch(epoch)
+                if eval_step and (epoch % t["eval_every"] == 0 or epoch == epochs):
+                    progress.log_eval(epoch, step, _evaluate(trainer, eval_step, watchdog))
+            # one rank stops at the step after a signal; several vote at log boundaries (an allreduce the host
+            # waits for), so that every rank stops at the same step
+            if ((flag.signal is not None and world.size == 1) or (world.size > 1 and boundary)) \
+                    and trainer.agree_to_stop(flag):
+                _save(trainer, watchdog, epoch, micro)
+                # no rank exits before rank 0's checkpoint is complete: srun ends the step a while after the first
+                # rank exits, and a rank 0 killed mid-save loses what the signal was for
+                trainer.barrier("checkpoint_saved")
+                log.log("PARAMETER", {"stopped_by_signal": flag.signal, "checkpoint_step": step})
+                progress.close()
+                return EXIT_PREEMPTED
+            every = t["checkpoint_every_steps"]
+            if (micro == 0 and epoch % t["checkpoint_every"] == 0) or (every and step % every == 0):
+                _save(trainer, watchdog, epoch, micro)
     progress.close()
     if trainer.saved_step != trainer.completed_step():  # the final state, resumable (and reusable) as it is
         _save(trainer, watchdog, epoch, micro)
@@ -424,7 +441,7 @@ class _Progress:
         t, elapsed = self.trainer.t, time.perf_counter() - self.window_start
         self.last = {"loss": float(self.loss) / self.batches,
                      "top1": float(self.hits) / (self.batches * t["batch_size"])}
-        values = {**self.last, "lr": float(self.trainer.schedule(step - 1)),
+        values = {**self.last, "stage": self.trainer.stage.index, "lr": float(self.trainer.schedule(step - 1)),
                   "img_per_sec": self.batches * t["batch_size"] * self.trainer.world.size / max(elapsed, 1e-9)}
         self.log.log((epoch, step), values)
         self._scalars("train", step, values)
@@ -433,7 +450,7 @@ class _Progress:
     def log_eval(self, epoch: int, step: int, metrics: dict) -> None:
         """An evaluation's record; the next images/s leaves the evaluation out."""
         self.eval_metrics = metrics
-        self.log.log((epoch,), {f"eval_{k}": v for k, v in metrics.items()})
+        self.log.log((epoch,), {"stage": self.trainer.stage.index, **{f"eval_{k}": v for k, v in metrics.items()}})
         self._scalars("eval", step, {name: metrics[name] for name in ("loss", "top1", "top5")})
         self.window_start = time.perf_counter()
 
@@ -482,6 +499,7 @@ def _write_outputs(trainer: Trainer, last: dict, eval_metrics: dict | None, rate
         "weights": {"raw": layout.RAW_MODEL, "ema": layout.EMA_MODEL if trainer.ema else None},
         "classes": trainer.classes, "crop_padding": trainer.config["model"]["crop_padding"],
         "init_from": trainer.t["init_from"], "init_sha256": trainer.init_sha256,
+        "stages": [stage.record() for stage in trainer.stages],
     }
     write_json(out / layout.TRAIN_SUMMARY, summary)
     print(f"train: {out / layout.TRAIN_SUMMARY} ({summary['steps']} steps, "
