@@ -26,7 +26,7 @@ def dali_apply(name: str, level: int, image: np.ndarray, count: int = 4) -> list
     def pipe():
         images = fn.external_source(source=lambda: [image] * count, layout="HWC", dtype=types.UINT8)
         kwargs = dali_augment.affine_kwargs() if name in dali_augment.GEOMETRIC else {}
-        top = max(dali_augment.BINS - 1, level)  # above 10: more bins, ranges extended (RandAugment's 15, 20)
+        top = dali_augment.levels(level)  # above 10: more bins, ranges extended (RandAugment's 12, 15, 20)
         return dali_augment.dali_ops(CONSTANTS, SIZE, top)[name](images, magnitude_bin=level,
                                                                   num_magnitude_bins=top + 1, **kwargs)
 
@@ -42,22 +42,23 @@ def tf_apply(name: str, level: int, image: np.ndarray, seed: int) -> np.ndarray:
 
 # Largest mean absolute difference (of 255) allowed between DALI and tf.data: 0 where both compute the
 # same integers; enhance ops round differently; DALI's Equalize uses OpenCV's formula, not PIL's;
-# nearest-neighbour warps differ by DALI's half-pixel centres (a one-pixel shift here is about 6; shears reach
-# 6.3 at level 20, 0.6 of the width).
+# nearest-neighbour warps differ by DALI's half-pixel centres (a one-pixel shift here is about 6), more as the warp
+# grows beyond the reference's levels (shears: 6.3 at level 20, 0.6 of the width): the bound grows from level 15.
 TOLERANCE = {"Invert": 0, "Posterize": 0, "Solarize": 0, "SolarizeAdd": 0, "AutoContrast": 0.5, "Rotate": 1,
-             "Color": 1, "Contrast": 1, "Brightness": 1, "Sharpness": 0.5, "Equalize": 4, "ShearX": 6.5,
-             "ShearY": 6.5, "TranslateX": 0, "TranslateY": 0}
+             "Color": 1, "Contrast": 1, "Brightness": 1, "Sharpness": 0.5, "Equalize": 4, "ShearX": 5,
+             "ShearY": 5, "TranslateX": 0, "TranslateY": 0}
 
 
 @pytest.mark.parametrize("name", sorted(TOLERANCE))
 def test_dali_op_equals_tfdata_op_at_every_level(name):
     image = fixed_image()
-    for level in (0, 2, 6, 10, 15, 20):
+    for level in (0, 2, 6, 10, 12, 15, 20):
         # tf.data draws the sign of signed ops from the seed: compare against both signs.
         references = [tf_apply(name, level, image, seed) for seed in range(8 if name in dali_augment.GEOMETRIC else 1)]
         for out in dali_apply(name, level, image):
             error = min(np.abs(out.astype(int) - ref.astype(int)).mean() for ref in references)
-            assert error <= TOLERANCE[name], f"{name} level {level}: mean |DALI - tf.data| = {error:.2f}"
+            allowed = TOLERANCE[name] * max(1, level / 15)
+            assert error <= allowed, f"{name} level {level}: mean |DALI - tf.data| = {error:.2f}"
 
 
 def test_reference_values_of_levels():

@@ -1,9 +1,12 @@
 """Stage-wise training's schedule: stages as data, bad stage keys refused before any data is read."""
 import re
+import subprocess
+import sys
 
 import pytest
+import yaml
 
-from conftest import REPO, TEST_ARCH, run_cli
+from conftest import HANG_GUARD, REPO, SIDE_BY_SIDE, TEST_ARCH, run_cli
 from effnet.core.config import ConfigError, load_config
 from effnet.core.errors import UserError
 from effnet.data import autoaugment
@@ -24,6 +27,12 @@ def test_the_factors_move_linearly_from_the_base_values_to_the_final_ones_and_th
     assert [s.mixup_alpha for s in stages] == [0.0, 0.25, 0.5]
     assert [s.cutmix_alpha for s in stages] == [0.4] * 3  # no base value: the final one throughout
     assert stagewise.remaining(stages, 4) == stages[1:] and stagewise.remaining(stages, 10) == ()
+
+
+def test_halves_round_up_to_whole_levels():
+    train = train_section(epochs=5, stages=5, base_image_size=32, augment="randaugment", base_randaug_magnitude=5,
+                          randaug_magnitude=15)
+    assert [s.randaug_magnitude for s in stagewise.schedule(train, 64)] == [5, 8, 10, 13, 15]  # 7.5 and 12.5 up
 
 
 def test_one_stage_is_the_run_as_it_was():
@@ -47,7 +56,7 @@ def test_the_reference_v2_s_magnitudes_round_to_whole_levels():
     (dict(stages=3, epochs=2, base_image_size=64), 128, "train.stages: 3 stages need at least 3 epochs"),
     (dict(stages=2, epochs=4), 128, "train.stages: 2 stages need train.base_image_size"),
     (dict(stages=2, epochs=4, base_image_size=160), 128,
-     "train.base_image_size: 160 is above the final size (model.image_size: 128)"),
+     "train.base_image_size: 160 is above the final size, 128 (model.image_size"),
     (dict(stages=2, epochs=4, base_image_size=64, augment="autoaugment", base_randaug_magnitude=5), 128,
      "train.base_randaug_magnitude: set, but train.augment is autoaugment, not randaugment"),
 ])
@@ -68,8 +77,20 @@ def test_the_train_stage_refuses_bad_stage_keys_before_reading_any_data(tmp_path
                    "--set", f"model.arch={TEST_ARCH}", "--set", "model.image_size=64", "--set", "train.stages=2",
                    "--set", "train.base_image_size=96")
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "train.base_image_size: 96 is above the final size (model.image_size: 64)" in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: train.base_image_size: 96 is above the final size (model.image_size: 64); stages "
-                      "grow the images"]  # not a missing-records error: the data was never looked at
+    assert errors == ["error: train.base_image_size: 96 is above the final size, 64 (model.image_size, or the arch's "
+                      "native size when null); stages grow the images"]  # not a missing-records error: no data read
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_workflow_refuses_bad_stage_keys_when_it_plans(tmp_path):
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["run_dir"] = str(tmp_path / "run")
+    config["train"].update(stages=2, epochs=1, base_image_size=32)
+    path = tmp_path / "stages.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", SIDE_BY_SIDE, "-n", "--cores", "1", "--configfile",
+                           str(path)], cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD)
+    assert proc.returncode != 0
+    assert "train.stages: 2 stages need at least 2 epochs, train.epochs is 1" in proc.stdout + proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -180,11 +180,11 @@ def test_a_hung_rank_ends_the_job_after_the_stall_timeout(records, tmp_path):
 
 
 # Two stages of an epoch each (7 steps), everything scheduled: 32 then 40 px, RandAugment at 4 then 10, mixup
-# 0 then 0.4, CutMix 0.1 then 0.5.
+# 0 then 0.4, CutMix 0.1 then 0.5; evaluated after every epoch.
 STAGEWISE = ["--set", "train.stages=2", "--set", "model.image_size=40", "--set", "train.base_image_size=32",
              "--set", "train.augment=randaugment", "--set", "train.base_randaug_magnitude=4", "--set",
              "train.mixup_alpha=0.4", "--set", "train.base_mixup_alpha=0", "--set", "train.cutmix_alpha=0.5",
-             "--set", "train.base_cutmix_alpha=0.1"]
+             "--set", "train.base_cutmix_alpha=0.1", "--set", "train.eval_every=1"]
 
 
 @pytest.mark.slow(minutes=3)
@@ -228,6 +228,9 @@ def test_sigterm_then_resume_ends_with_the_weights_of_an_uninterrupted_run(recor
                   and isinstance(r["step"], list) and len(r["step"]) == 2}
         assert logged == {(int(s > 7), s): int(s > 7) for s in range(1, 15)}  # (epoch, step): stage
         assert [s["image_size"] for s in trained_run.load_summary(out)["stages"]] == [32, 40]
+        evaluated = {r["step"][0]: r["data"]["stage"] for r in log_records(out) if r["type"] == "LOG"
+                     and isinstance(r["step"], list) and len(r["step"]) == 1}
+        assert evaluated == {1: 0, 2: 1}  # epoch 1 evaluated by stage 0, epoch 2 by stage 1
     a, b = final_state(tmp_path / "whole"), final_state(out)
     assert sorted(a) == sorted(b) and any(k.startswith("ema/") for k in a)
     for name in a:  # model, RNG states, optimizer slots, EMA: every tensor
@@ -535,3 +538,14 @@ def test_the_starting_weights_count_in_the_fingerprint_by_content_not_path():
     moved = load_config(REPO / "config/config.yaml", {"train": {"init_from": "/elsewhere/b0.h5"}})
     assert recipe.fingerprint(base) == recipe.fingerprint(moved)  # random start: as before the key existed
     assert recipe.fingerprint(moved, None, "a" * 64) != recipe.fingerprint(moved, None, "b" * 64)
+
+
+def test_a_run_from_before_the_stage_keys_keeps_its_fingerprint_and_its_checkpoints():
+    from effnet.core.config import load_config
+
+    config = load_config(REPO / "config/config.yaml")
+    before = {**config, "train": {k: v for k, v in config["train"].items() if k not in recipe.LATER_KEYS}}
+    assert recipe.fingerprint(config) == recipe.fingerprint(before)
+    staged = load_config(REPO / "config/config.yaml", {"train": {"stages": 2, "base_image_size": 32}})
+    stronger = load_config(REPO / "config/config.yaml", {"train": {"randaug_magnitude": 15}})
+    assert len({recipe.fingerprint(c) for c in (config, staged, stronger)}) == 3

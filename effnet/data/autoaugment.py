@@ -2,7 +2,8 @@
 
 Semantics follow the TensorFlow reference used for EfficientNet (Cubuk et al., AutoAugment,
 arXiv:1805.09501; RandAugment, arXiv:1909.13719; the TPU EfficientNet ``policy_v0``):
-an op's level in [0, 10] maps to its argument as below, affine ops fill with grey (128),
+an op's level in [0, 10] (RandAugment's magnitude up to 20, extending the ranges) maps to its argument as
+below, affine ops fill with grey (128),
 and each random choice is stateless, drawn from a per-image ``seed`` (shape [2], int32/64),
 so a run's augmentations are reproducible. The sub-policy table and the op list are data
 shared with the DALI backend (``effnet.data.dali``).
@@ -194,7 +195,7 @@ def _enhance(level):
 
 
 def apply_op(name: str, image, level: float, seed, constants: dict[str, int]):
-    """Apply op ``name`` at ``level`` (0-10) to ``image``."""
+    """Apply op ``name`` at ``level`` (0-10, or up to 20 beyond the reference's ranges) to ``image``."""
     level = tf.cast(level, tf.float32)
     ops = {
         "AutoContrast": lambda: autocontrast(image),

@@ -1,7 +1,8 @@
 """AutoAugment (policy v0) and RandAugment for the DALI backend, meaning what the tf.data ops mean.
 
 DALI's automatic-augmentation library maps a magnitude bin ``b`` of ``n`` to
-``linspace(lo, hi, n)[b]``; with ``n = 11`` bins the bin is the reference's level (0-10).
+``linspace(lo, hi, n)[b]``; with ``n = 11`` bins the bin is the reference's level (0-10), and RandAugment above
+10 takes ``magnitude + 1`` bins over ranges extended alike (``levels``).
 Each op below is set to the tf.data op's direction, range and rounding
 (``effnet.data.autoaugment.apply_op``), level by level:
 
@@ -82,6 +83,11 @@ def dali_ops(constants: dict[str, int], image_size: int, top_level: int = BINS -
     return ops
 
 
+def levels(magnitude: int) -> int:
+    """The top level (the last magnitude bin) of ops used at ``magnitude``: the reference's 10, or above it."""
+    return max(BINS - 1, magnitude)
+
+
 def affine_kwargs() -> dict:
     """Fill and interpolation of the GEOMETRIC ops: the reference's grey fill and nearest neighbour."""
     from nvidia.dali import types
@@ -107,7 +113,7 @@ def rand_augment(images, image_size: int, layers: int = autoaugment.RANDAUGMENT_
     ``magnitude`` (a whole level; 10 is the reference's top, up to 20 extends its ranges)."""
     from nvidia.dali.auto_aug import rand_augment as ra
 
-    top = max(BINS - 1, magnitude)
+    top = levels(magnitude)
     ops = dali_ops(autoaugment.RANDAUGMENT_CONSTANTS, image_size, top)
     affine = affine_kwargs() if set(names) & set(GEOMETRIC) else {}
     return ra.apply_rand_augment([ops[name] for name in names], images, n=layers, m=magnitude,

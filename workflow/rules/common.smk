@@ -12,6 +12,8 @@ from snakemake.utils import validate
 from effnet.cluster.requests import apptainer_image, attempts, launch_prefix, rule_resources
 from effnet.core import batch_runs, layout
 from effnet.core.config import get_dotted
+from effnet.core.errors import UserError
+from effnet.stages.train import stagewise
 
 
 validate(config, str(Path(workflow.basedir) / "effnet/schemas/config.schema.yaml"))
@@ -58,10 +60,14 @@ RETRIES = attempts(config, workflow.is_main_process)
 
 
 for name, run in BATCH.runs.items():
+    where = f"runs.{name}: " if name else ""
     if run["infer"]["top_k"] > run["export"]["top_k"]:
-        where = f"runs.{name}: " if name else ""
         raise ValueError(f"{where}infer.top_k={run['infer']['top_k']}: the export returns only export.top_k="
                          f"{run['export']['top_k']} classes")
+    try:  # before prepare reads a byte (a null image_size, the arch's, is checked by the train stage)
+        stagewise.check(run["train"], run["model"]["image_size"])
+    except UserError as error:
+        raise ValueError(f"{where}{error}") from None
 
 
 def job_resources(rule, **launch_options):

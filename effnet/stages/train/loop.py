@@ -289,7 +289,8 @@ def _log_start(log: DLLogger, trainer: Trainer, world: World) -> None:
                               "init_layers_reinitialised": list(init.reinitialised)})
         if init.note:
             log.log("PARAMETER", {"init_warning": init.note})
-    for metric, unit in (("loss", "nat"), ("top1", "fraction"), ("lr", None), ("img_per_sec", "images/s"),
+    for metric, unit in (("loss", "nat"), ("top1", "fraction"), ("stage", None), ("lr", None),
+                         ("img_per_sec", "images/s"),
                          ("eval_loss", "nat"), ("eval_top1", "fraction"), ("eval_top5", "fraction")):
         log.metadata(metric, {"unit": unit} if unit else {})
 
@@ -361,6 +362,7 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
         trainer.set_stage(stage)
         if len(trainer.stages) > 1:
             log.log("PARAMETER", {"stage_start": stage.record(), "epoch": epoch, "micro_batch": micro})
+            watchdog.rest()
         for images, labels in trainer.batches(stage, epoch, stage.end_epoch - epoch, micro):
             seed = seed_base + tf.constant([0, 1], tf.int64) * (epoch * trainer.micro_per_epoch + micro)
             progress.batch(*trainer.micro_step(images, labels, seed), int(images.shape[0]))

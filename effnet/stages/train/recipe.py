@@ -19,6 +19,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from effnet.data.autoaugment import RANDAUGMENT_MAGNITUDE
+
 REFERENCE_BATCH = 128
 
 
@@ -130,6 +132,12 @@ BOOKKEEPING = ("log_every", "eval_every", "checkpoint_every", "checkpoint_every_
                "stall_timeout")
 
 
+# Train keys added after runs began, at the value that trains as before them: left out of the fingerprint there, so
+# that a run begun before them resumes from its checkpoints.
+LATER_KEYS = {"stages": 1, "base_image_size": None, "base_mixup_alpha": None, "base_cutmix_alpha": None,
+              "base_randaug_magnitude": None, "randaug_magnitude": RANDAUGMENT_MAGNITUDE}
+
+
 # What of the records' manifest decides the steps: the classes and every shard's digest (not where they came from).
 RECORDS = ("label_offset", "classes", "splits")
 
@@ -139,7 +147,8 @@ def fingerprint(config: dict, manifest: dict | None = None, init_sha256: str | N
     records trained on (``manifest``, the prepare stage's) and the starting weights' digest (``train.init_from``
     by content, not path). A checkpoint resumes only a run with the same fingerprint
     (``effnet.formats.checkpoints.latest``): new records, new starting weights or a changed key start afresh."""
-    train = {k: v for k, v in config["train"].items() if k not in (*BOOKKEEPING, "init_from")}
+    train = {k: v for k, v in config["train"].items()
+             if k not in (*BOOKKEEPING, "init_from") and (k not in LATER_KEYS or v != LATER_KEYS[k])}
     records = {k: manifest[k] for k in RECORDS} if manifest else None
     decisive = {"model": config["model"], "train": train, "records": records}
     if init_sha256:  # only then: runs from a random start keep the fingerprint (and checkpoints) they had

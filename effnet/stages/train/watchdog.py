@@ -25,14 +25,21 @@ class Watchdog:
     def __init__(self, timeout: float | None, rank: int = 0) -> None:
         self.timeout, self.rank = timeout, rank
         self._last: float | None = None
+        self._resting = False
         self._done = threading.Event()
 
     def beat(self) -> None:
         """Record progress (the first beat starts the watching)."""
         first = self._last is None
         self._last = time.monotonic()
+        self._resting = False
         if first and self.timeout:
             threading.Thread(target=self._watch, name="stall-watchdog", daemon=True).start()
+
+    def rest(self) -> None:
+        """Stop counting until the next beat: a new training stage builds its input pipeline and traces (and
+        compiles) its step at a new size, unbounded as at start-up."""
+        self._resting = True
 
     def beating(self, items: Iterable) -> Iterator:
         """``items``, beating at each one (an evaluation's batches)."""
@@ -47,7 +54,7 @@ class Watchdog:
     def _watch(self) -> None:
         while not self._done.wait(min(self.timeout / 4, 10.0)):
             idle = time.monotonic() - self._last
-            if idle > self.timeout:
+            if idle > self.timeout and not self._resting:
                 print(f"rank {self.rank}: no training progress for {idle:.0f} s (train.stall_timeout="
                       f"{self.timeout}): a rank is hung or gone; exiting with status {EXIT_STALLED}",
                       file=sys.stderr, flush=True)
