@@ -9,8 +9,8 @@ import argparse
 import importlib
 import sys
 
-from effnet.core import provenance
-from effnet.core.errors import EXIT_USER_ERROR, UserError
+from effnet.core import diskspace, provenance
+from effnet.core.errors import EXIT_NO_SPACE, EXIT_USER_ERROR, UserError
 from effnet.stages import STAGES
 
 
@@ -37,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Exception as exc:
+        full = diskspace.as_error(exc)
+        if full is None:
+            raise
+        print(f"error: {args.stage}: {full}", file=sys.stderr)
+        return EXIT_NO_SPACE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -27,6 +27,7 @@ from slurm.cluster import BATCH_STEP, SLURMS, Cluster, unavailable  # noqa: E402
 
 from effnet.cluster import job, requests  # noqa: E402
 from effnet.core.config import validate  # noqa: E402
+from effnet.core.errors import EXIT_NO_SPACE  # noqa: E402
 from effnet.formats import benchmark_results, checkpoints, trained_run  # noqa: E402
 from effnet.formats.dllog import read_records  # noqa: E402
 
@@ -175,6 +176,27 @@ def test_an_attempt_runs_or_not_by_how_the_earlier_attempts_of_its_series_ended(
     torn = len(ledger.read_text().splitlines()) - 2  # then the attempt's start and status, each on its own line
     assert f"{ledger}:{torn}: not a JSON line" in capsys.readouterr().err
     assert attempt(2, 1, crash_retries=0) == (1, True)  # attempt 1 counted: a continuation, then a first crash
+
+
+def test_a_full_disk_is_not_retried_and_the_refusal_names_the_attempts_log(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    ledger, marker = logs / "train.attempts.jsonl", tmp_path / "ran"
+    (logs / "train.log").touch()  # the rule's log, hard-linked per attempt as the workflow's KEEP_LOG does
+    os.link(logs / "train.log", logs / "train.log.1")
+
+    def attempt(n: int, status: int) -> tuple[int, bool]:
+        marker.unlink(missing_ok=True)
+        code = job.main(["--rule", "train", "--attempt", str(n), "--ledger", str(ledger), "--", sys.executable,
+                         "-c", f"open({str(marker)!r}, 'w'); raise SystemExit({status})"])
+        return code, marker.exists()
+
+    assert [attempt(1, EXIT_NO_SPACE), attempt(2, 0)] == [(EXIT_NO_SPACE, True), (EXIT_NO_SPACE, False)]
+    assert (f"train attempt 2: attempt 1 ended with status {EXIT_NO_SPACE} (a full file system or quota, which "
+            f"fails the next attempt the same way; see {logs}/train.log.1): not retried") in capsys.readouterr().err
+    assert json.loads(ledger.read_text().splitlines()[1]) == {"attempt": 1, "job": None, "status": EXIT_NO_SPACE,
+                                                              "log": f"{logs}/train.log.1"}
 
 
 def test_unworkable_cluster_values_are_refused():
@@ -483,6 +505,49 @@ def test_a_stage_whose_srun_line_lacks_a_mount_fails_naming_the_path_it_cannot_s
     assert not (run / "records/manifest.json").exists()
     prepared = subprocess.run(line, env=env, cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD)
     assert prepared.returncode == 0 and (run / "records/manifest.json").exists(), prepared
+
+
+@EVERY_SLURM
+def test_a_stage_that_fills_its_disk_in_a_job_is_refused_at_once_the_next_time(cluster, tmp_path):
+    """The index stage writing to a full tmpfs in a SLURM job: its log names the path and the space left, the
+    ledger records EXIT_NO_SPACE, and the next attempt's job ends at once (the same quota would fail alike)."""
+    if os.geteuid() != 0:
+        pytest.fail("a full file system is simulated on a size-limited tmpfs, which only root can mount here")
+    images, records, small = tmp_path / "images", tmp_path / "records", tmp_path / "small"
+    run_cli = [sys.executable, "-m", "effnet"]
+    subprocess.run([*run_cli, "demo-data", "--output", str(images), "--train-per-class", "2", "--val-per-class", "1"],
+                   cwd=REPO, check=True, capture_output=True)
+    subprocess.run([*run_cli, "prepare", "--source", "folders", "--input", str(images), "--output", str(records),
+                    "--train-shards", "2", "--val-shards", "1", "--workers", "1"], cwd=REPO, check=True,
+                   capture_output=True)
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        with open(small / "filler", "wb") as f:  # all of it
+            f.write(b"\0" * shutil.disk_usage(small).free)
+        ledger, env = tmp_path / "logs/index.attempts.jsonl", cluster.env(snakemake_env())
+
+        def submit(attempt: int) -> tuple[float, str]:
+            command = shlex.join([sys.executable, str(REPO / "workflow/scripts/launch.py"), "--rule", "index",
+                                  "--attempt", str(attempt), "--ledger", str(ledger), "--", *run_cli, "index",
+                                  "--tfrecords", str(records), "--output", str(small / "index")])
+            start = time.monotonic()
+            subprocess.run(["sbatch", "--wait", "--ntasks=1", "--mem=500", "--no-requeue", f"--chdir={REPO}",
+                            f"--output={tmp_path}/job{attempt}.out", "--wrap", command], env=env,
+                           capture_output=True, text=True, timeout=HANG_GUARD)
+            return time.monotonic() - start, (tmp_path / f"job{attempt}.out").read_text()
+
+        _, first = submit(1)
+        assert re.search(rf"^error: index: {re.escape(str(small))}/index\S*: no space left on its file system "
+                         rf"\(0 B free of 1\.0 MiB on {re.escape(str(small))}\)", first, re.M), first
+        took, second = submit(2)
+        assert f"index attempt 2: attempt 1 ended with status {EXIT_NO_SPACE} (a full file system or quota" in second
+        assert "-m effnet index" not in second, second  # refused before the stage started
+        statuses = [e["status"] for e in map(json.loads, ledger.read_text().splitlines()) if "status" in e]
+        assert statuses == [EXIT_NO_SPACE], statuses  # the refused attempt never started: nothing to record
+        print(f"the refused attempt's job took {took:.1f} s")
+    finally:
+        subprocess.run(["umount", "--lazy", str(small)], check=True)
 
 
 # Training long enough to be signalled in its first attempt on any machine: an 8 min limit with SIGUSR1 430 s

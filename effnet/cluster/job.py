@@ -168,14 +168,15 @@ def run(command: list[str], env: dict) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.attempt and args.ledger:
-        refused = ledger.refusal(ledger.previous_statuses(args.ledger, args.attempt), args.crash_retries)
+        refused = ledger.refusal(ledger.previous_attempts(args.ledger, args.attempt), args.crash_retries)
         if refused:
             print(f"launch: {args.rule} attempt {args.attempt}: {refused[1]}", file=sys.stderr, flush=True)
             return refused[0]
     job = {"attempt": args.attempt, "job": os.environ.get("SLURM_JOB_ID")} if args.attempt else {}
     ledger.record(args.ledger, {**job, "start": time.strftime("%Y-%m-%d %H:%M:%S")})
     status = start(args)
-    ledger.record(args.ledger, {**job, "status": status})
+    log = ledger.attempt_log(args.ledger, args.rule) if args.ledger else None
+    ledger.record(args.ledger, {**job, "status": status, **({"log": str(log)} if log else {})})
     return status
 
 

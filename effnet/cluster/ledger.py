@@ -8,15 +8,19 @@ import os
 import sys
 from pathlib import Path
 
-from effnet.core.errors import EXIT_PREEMPTED, EXIT_USER_ERROR
+from effnet.core.errors import EXIT_NO_SPACE, EXIT_PREEMPTED, EXIT_USER_ERROR
 
 # What an attempt's exit status means to the next one:
 CONTINUE = EXIT_PREEMPTED  # stopped by a signal after a checkpoint: always resumed, within max_attempts
 USER_ERROR = EXIT_USER_ERROR  # a configuration or data error the stage reported: never retried
+# Endings no retry would change, and why
+FINAL = {USER_ERROR: "a configuration or data error",
+         EXIT_NO_SPACE: "a full file system or quota, which fails the next attempt the same way"}
 
 
-def previous_statuses(ledger: Path, attempt: int) -> list[int | None]:
-    """Exit statuses of this series' attempts before ``attempt`` (None: killed before it could record one)."""
+def previous_attempts(ledger: Path, attempt: int) -> list[dict]:
+    """The end records of this series' attempts before ``attempt`` ({} for one killed before it could record
+    its status)."""
     entries = []
     for number, line in enumerate(ledger.read_text().splitlines() if ledger.exists() else [], 1):
         try:
@@ -25,15 +29,19 @@ def previous_statuses(ledger: Path, attempt: int) -> list[int | None]:
             print(f"launch: {ledger}:{number}: not a JSON line, skipped: {line[:80]!r}", file=sys.stderr)
     starts = [i for i, e in enumerate(entries) if e.get("start") and e.get("attempt") == 1]
     series = entries[starts[-1]:] if starts else []
-    ended = {e["attempt"]: e["status"] for e in series if "status" in e}
-    return [ended.get(n) for n in range(1, attempt)]
+    ended = {e["attempt"]: e for e in series if "status" in e}
+    return [ended.get(n, {}) for n in range(1, attempt)]
 
 
-def refusal(statuses: list[int | None], crash_retries: int) -> tuple[int, str] | None:
-    """(exit status, why) when the attempt after ``statuses`` must not run; None to run it."""
-    if USER_ERROR in statuses:
-        return USER_ERROR, (f"attempt {statuses.index(USER_ERROR) + 1} ended with status {USER_ERROR} (a "
-                            "configuration or data error, see its log): not retried, fix it and run Snakemake again")
+def refusal(ended: list[dict], crash_retries: int) -> tuple[int, str] | None:
+    """(exit status, why) when the attempt after those that ``ended`` (``previous_attempts``) must not run; None to
+    run it."""
+    statuses = [e.get("status") for e in ended]
+    for number, entry in enumerate(ended, 1):
+        if entry.get("status") in FINAL:
+            status, log = entry["status"], entry.get("log") or "its log"
+            return status, (f"attempt {number} ended with status {status} ({FINAL[status]}; see {log}): not "
+                            "retried, fix it and run Snakemake again")
     crashes = [s for s in statuses if s not in (0, CONTINUE)]
     if len(crashes) > crash_retries:
         status = crashes[-1] if crashes[-1] is not None else 1
@@ -43,8 +51,11 @@ def refusal(statuses: list[int | None], crash_retries: int) -> tuple[int, str] |
 
 
 def record(ledger: Path | None, entry: dict) -> None:
-    """Append ``entry`` to the ledger as one line (on a line of its own after a line torn by a kill)."""
-    if ledger:
+    """Append ``entry`` to the ledger as one line (on a line of its own after a line torn by a kill). A ledger
+    that cannot be written (its file system full) is reported, not fatal: the stage's own status still counts."""
+    if not ledger:
+        return
+    try:
         ledger.parent.mkdir(parents=True, exist_ok=True)
         with open(ledger, "ab+") as f:  # appends go to the end whatever was read
             torn = False
@@ -52,5 +63,20 @@ def record(ledger: Path | None, entry: dict) -> None:
                 f.seek(-1, os.SEEK_END)
                 torn = f.read(1) != b"\n"
             f.write(b"\n" * torn + json.dumps(entry).encode() + b"\n")
+    except OSError as exc:
+        print(f"launch: {ledger}: this attempt's record {entry} could not be written: {exc}", file=sys.stderr,
+              flush=True)
+
+
+def attempt_log(ledger: Path, rule: str) -> Path | None:
+    """The log of the attempt running now: the rule's log as hard-linked to LOG.N when the attempt began (the
+    workflow keeps every attempt's, common.smk's KEEP_LOG), or None outside the workflow."""
+    log = ledger.parent / f"{rule}.log"
+    try:
+        inode = log.stat().st_ino
+    except OSError:
+        return None
+    numbered = [p for p in ledger.parent.glob(f"{rule}.log.*") if p.suffix[1:].isdigit()]
+    return next((p for p in sorted(numbered, key=lambda p: -int(p.suffix[1:])) if p.stat().st_ino == inode), None)
 
 

@@ -2,6 +2,7 @@
 stage's endings apart (the launcher's ledger decides each rule's next attempt by them, effnet.cluster.ledger)."""
 
 EXIT_USER_ERROR = 2  # a stage reported a UserError: never retried (nothing would change)
+EXIT_NO_SPACE = 74  # EX_IOERR: a write met a full file system or quota (effnet.core.diskspace): not retried either
 EXIT_STALLED = 70  # EX_SOFTWARE: a training rank made no progress for train.stall_timeout seconds (a crash)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerun to resume
 

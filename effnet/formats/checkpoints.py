@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +33,26 @@ def save(directory: str | Path, arrays: dict[str, np.ndarray], meta: dict, keep:
     """Write checkpoint ``meta["step"]`` atomically; keep the newest ``keep``; return its directory."""
     directory = Path(directory)
     final = directory / layout.checkpoint_name(meta["step"])
-    with atomic_directory(final) as tmp:  # replaces the same step saved again (a signal right after a save)
-        with open(tmp / layout.CHECKPOINT_STATE, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
+    needed = sum(a.nbytes for a in arrays.values())
+    with atomic_directory(final, needed) as tmp:  # replaces the same step saved again (a signal right after a save)
+        _write_npz(tmp / layout.CHECKPOINT_STATE, arrays)
         meta = {**meta, "sha256": file_sha256(tmp / layout.CHECKPOINT_STATE), "variables": len(arrays)}
         (tmp / layout.CHECKPOINT_META).write_text(json.dumps(meta, indent=2) + "\n")
     for old in checkpoints(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez``'s format (what ``np.load`` reads), synced; a failed write leaves no zip file open behind it
+    (numpy's would complain of a closed file when collected)."""
+    with open(path, "wb") as f:
+        with zipfile.ZipFile(f, mode="w", allowZip64=True) as archive:
+            for name, array in arrays.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def checkpoints(directory: str | Path) -> list[Path]:

@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, TextIO
 
+from effnet.core.diskspace import reported
+
 
 class Verbosity:
     """dllogger's verbosity levels: a record is written when backend >= record."""
@@ -64,10 +66,11 @@ class DLLogger:
         self.verbosity = verbosity
         self.stream = stream
         self.start = datetime.now()
-        self._file = None
-        if json_path is not None:
-            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(json_path, "a" if append else "w", encoding="utf-8")
+        self._file, self.path = None, json_path and Path(json_path)
+        if self.path is not None:
+            with reported(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "a" if append else "w", encoding="utf-8")
 
     def _write(self, record: dict[str, Any], text: str) -> None:
         now = datetime.now()
@@ -76,12 +79,24 @@ class DLLogger:
             "datetime": str(now),
             "elapsedtime": str((now - self.start).total_seconds()),
         }
-        if self._file is not None:
-            self._file.write("DLLL " + json.dumps({**head, **record}) + "\n")
-            self._file.flush()
         if self.stream is not None:
             self.stream.write(f"DLL {now:%Y-%m-%d %H:%M:%S.%f} - {text}\n")
             self.stream.flush()
+        if self._file is not None:
+            try:
+                with reported(self.path):
+                    self._file.write("DLLL " + json.dumps({**head, **record}) + "\n")
+                    self._file.flush()
+            except Exception:
+                self._abandon()  # a full disk: the file takes no more records (the stream still does)
+                raise
+
+    def _abandon(self) -> None:
+        try:
+            self._file.close()
+        except OSError:  # the buffered rest of a record that did not fit
+            pass
+        self._file = None
 
     def log(self, step: Step, data: Mapping[str, Any], verbosity: int = Verbosity.VERBOSE) -> None:
         """Write a LOG record of ``data`` (a flat mapping of JSON values) at ``step``."""

@@ -25,6 +25,7 @@ import yaml
 
 from effnet.core import layout
 from effnet.core.atomic import atomic_open, atomic_path, write_json
+from effnet.core.diskspace import NoSpaceError
 from effnet.core.errors import EXIT_PREEMPTED, UserError
 from effnet.core.ranks import World
 from effnet.data import build_dataset
@@ -249,22 +250,39 @@ class Trainer:
         """Rank 0 writes a checkpoint of the state after ``micro`` micro-batches of ``epoch``, once every rank's
         weights are found equal to its own."""
         digests = self.weights_digests()
+        failure = None
         if self.world.chief:
             arrays = {name: np.asarray(v.numpy()) for name, v in self.named.items()}
             meta = {"step": self.completed_step(), "epoch": epoch, "micro_batch": micro, "seed": self.t["seed"],
                     **self.identity, checkpoints.RECIPE: self.recipe, "world_size": self.world.size,
                     "global_batch": self.global_batch, "weights_digests": digests}
-            checkpoints.save(self.checkpoint_dir, arrays, meta, self.t["keep_checkpoints"])
+            try:
+                checkpoints.save(self.checkpoint_dir, arrays, meta, self.t["keep_checkpoints"])
+            except NoSpaceError as exc:
+                failure = exc
+        self.fail_together(failure, "checkpoint_saved")
         self.saved_step = self.completed_step()
+
+    def fail_together(self, failure: NoSpaceError | None, name: str) -> None:
+        """Raise rank 0's ``failure`` (a full disk met writing) on every rank at once: ranks left waiting in a
+        collective would be killed later, and the job would end with their 137 instead of EXIT_NO_SPACE."""
+        if self.world.size > 1:
+            failure = self.hvd.broadcast_object(failure, root_rank=0, name=name)
+        if failure is not None:
+            raise failure
 
     def barrier(self, name: str) -> None:
         """Return once every rank has reached this point (so all that rank 0 did before it is done)."""
         self.hvd.allreduce(tf.constant(0, tf.int32), name=name).numpy()
 
-    def agree_to_stop(self, flag: StopFlag) -> bool:
-        """Whether any rank was signalled (every rank gets the same answer)."""
-        mine = tf.constant(0 if flag.signal is None else 1, tf.int32)
-        return bool(self.hvd.allreduce(mine, op=self.hvd.Max, name="stop").numpy())
+    def agree_to_stop(self, flag: StopFlag, failure: NoSpaceError | None = None) -> bool:
+        """Whether any rank was signalled (every rank gets the same answer); rank 0's ``failure`` (its log's disk
+        full) is raised on every rank."""
+        mine = tf.constant(2 if failure else (0 if flag.signal is None else 1), tf.int32)
+        verdict = int(self.hvd.allreduce(mine, op=self.hvd.Max, name="stop").numpy())
+        if verdict == 2:
+            self.fail_together(failure, "log_written")
+        return bool(verdict)
 
 
 def distributed_tape(hvd, tape: tf.GradientTape, compression, ranks: int):
@@ -382,9 +400,12 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
                 if eval_step and (epoch % t["eval_every"] == 0 or epoch == epochs):
                     progress.log_eval(epoch, step, _evaluate(trainer, eval_step, watchdog))
             # one rank stops at the step after a signal; several vote at log boundaries (an allreduce the host
-            # waits for), so that every rank stops at the same step
+            # waits for), so that every rank stops at the same step (or fails together when rank 0's log found its
+            # disk full)
+            if world.size == 1 and progress.failure:
+                raise progress.failure
             if ((flag.signal is not None and world.size == 1) or (world.size > 1 and boundary)) \
-                    and trainer.agree_to_stop(flag):
+                    and trainer.agree_to_stop(flag, progress.failure):
                 _save(trainer, watchdog, epoch, micro)
                 # no rank exits before rank 0's checkpoint is complete: srun ends the step a while after the first
                 # rank exits, and a rank 0 killed mid-save loses what the signal was for
@@ -400,10 +421,14 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
         _save(trainer, watchdog, epoch, micro)
     wall = time.perf_counter() - progress.start
     rates = trainer.hvd.allgather_object(progress.images / max(wall, 1e-9), name="img_per_sec")
-    if world.chief:
-        _write_outputs(trainer, progress.last, progress.eval_metrics, rates, wall, meta)
-    trainer.barrier("outputs_written")  # the ranks leave together (srun ends the step soon after the first)
-    return 0
+    failure = progress.failure
+    if world.chief and not failure:
+        try:
+            _write_outputs(trainer, progress.last, progress.eval_metrics, rates, wall, meta)
+        except NoSpaceError as exc:
+            failure = exc
+    trainer.fail_together(failure, "outputs_written")  # the ranks leave together (srun ends the step soon after
+    return 0  # the first)
 
 
 def _save(trainer: Trainer, watchdog: Watchdog, epoch: int, micro: int) -> None:
@@ -425,6 +450,7 @@ class _Progress:
                         disable=not (chief and sys.stdout.isatty()), dynamic_ncols=True)
         self.start, self.images, self.eval_metrics = time.perf_counter(), 0, None
         self.last = {"loss": float("nan"), "top1": float("nan")}
+        self.failure: NoSpaceError | None = None  # rank 0's log found its disk full: the loop ends the run
         self._reset()
 
     def _reset(self) -> None:
@@ -445,14 +471,20 @@ class _Progress:
                      "top1": float(self.hits) / (self.batches * t["batch_size"])}
         values = {**self.last, "stage": self.trainer.stage.index, "lr": float(self.trainer.schedule(step - 1)),
                   "img_per_sec": self.batches * t["batch_size"] * self.trainer.world.size / max(elapsed, 1e-9)}
-        self.log.log((epoch, step), values)
+        self._record((epoch, step), values)
         self._scalars("train", step, values)
         self._reset()
+
+    def _record(self, step, values: dict) -> None:
+        try:
+            self.log.log(step, values)
+        except NoSpaceError as exc:
+            self.failure = self.failure or exc
 
     def log_eval(self, epoch: int, step: int, metrics: dict) -> None:
         """An evaluation's record; the next images/s leaves the evaluation out."""
         self.eval_metrics = metrics
-        self.log.log((epoch,), {"stage": self.trainer.stage.index, **{f"eval_{k}": v for k, v in metrics.items()}})
+        self._record((epoch,), {"stage": self.trainer.stage.index, **{f"eval_{k}": v for k, v in metrics.items()}})
         self._scalars("eval", step, {name: metrics[name] for name in ("loss", "top1", "top5")})
         self.window_start = time.perf_counter()
 
