@@ -60,9 +60,10 @@ def reported(path: str | Path, needed: int | None = None) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if isinstance(exc, NoSpaceError) or cause(exc) is None:
+        code = cause(exc)
+        if isinstance(exc, NoSpaceError) or code is None:
             raise
-        raise NoSpaceError(path, cause(exc), needed) from None
+        raise NoSpaceError(path, code, needed) from None
 
 
 def mount_point(path: Path) -> Path:

@@ -248,7 +248,7 @@ class Trainer:
 
     def save(self, epoch: int, micro: int) -> None:
         """Rank 0 writes a checkpoint of the state after ``micro`` micro-batches of ``epoch``, once every rank's
-        weights are found equal to its own."""
+        weights are found equal to its own; every rank returns once it is complete (or raises its failure)."""
         digests = self.weights_digests()
         failure = None
         if self.world.chief:
@@ -270,10 +270,6 @@ class Trainer:
             failure = self.hvd.broadcast_object(failure, root_rank=0, name=name)
         if failure is not None:
             raise failure
-
-    def barrier(self, name: str) -> None:
-        """Return once every rank has reached this point (so all that rank 0 did before it is done)."""
-        self.hvd.allreduce(tf.constant(0, tf.int32), name=name).numpy()
 
     def agree_to_stop(self, flag: StopFlag, failure: NoSpaceError | None = None) -> bool:
         """Whether any rank was signalled (every rank gets the same answer); rank 0's ``failure`` (its log's disk
@@ -406,10 +402,10 @@ def _train(trainer: Trainer, log: DLLogger, flag: StopFlag, epoch: int, micro: i
                 raise progress.failure
             if ((flag.signal is not None and world.size == 1) or (world.size > 1 and boundary)) \
                     and trainer.agree_to_stop(flag, progress.failure):
+                # save returns on every rank once rank 0's checkpoint is complete (no rank exits before it: srun
+                # ends the step a while after the first rank exits, and a rank 0 killed mid-save loses the signal's
+                # checkpoint)
                 _save(trainer, watchdog, epoch, micro)
-                # no rank exits before rank 0's checkpoint is complete: srun ends the step a while after the first
-                # rank exits, and a rank 0 killed mid-save loses what the signal was for
-                trainer.barrier("checkpoint_saved")
                 log.log("PARAMETER", {"stopped_by_signal": flag.signal, "checkpoint_step": step})
                 progress.close()
                 return EXIT_PREEMPTED
