@@ -1,6 +1,8 @@
 """Input pipelines: both backends, rank sharding, exact evaluation, augmentations, clear errors."""
 import hashlib
 import json
+import os
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from effnet.data import autoaugment, build_dataset, dali, tfdata
 from effnet.data.mixing import mix_batch
 from effnet.data.pipeline import default_index_dir, diagnose
 from effnet.data.sharding import plan, plan_epochs
+from effnet.formats.record_index import read_index
 from effnet.formats.tfrecord import encode_record
 from effnet.stages.index import build_indexes
 
@@ -188,6 +191,38 @@ def test_dali_names_a_missing_or_stale_index(data, tmp_path):
     idx.write_text("".join(idx.read_text().splitlines(keepends=True)[:-1]))
     with pytest.raises(UserError, match=rf"{idx}: \d+ records, but the manifest lists \d+ for .*: the index is stale"):
         build_dataset(copy, "train", backend="dali", batch_size=10, image_size=32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_byte_flipped_after_indexing_is_named_never_trained_on(data, tmp_path, backend):
+    """tf.data checks every record's CRCs as it reads; DALI does not, so a shard not as indexed is verified first."""
+    copy = copy_files(data, tmp_path / "rec")
+    build_indexes(copy, tmp_path / "dali-index")
+    shard = copy / "train-00001-of-00003"
+    offset, size = read_index(tmp_path / "dali-index" / f"{shard.name}.idx")[2]
+    damaged = bytearray(shard.read_bytes())
+    damaged[offset + size - 20] ^= 0x01  # inside the image bytes: same size, the file's time moves on
+    shard.write_bytes(bytes(damaged))
+    error = rf"{shard}: corrupt TFRecord at byte offset {offset}: data CRC mismatch"
+    with pytest.raises(UserError, match=error):
+        collect(build_dataset(copy, "train", backend=backend, batch_size=10, image_size=32))
+
+
+def test_dali_verifies_a_shard_touched_since_indexing_once_then_reads_it(data, tmp_path):
+    copy = copy_files(data, tmp_path / "rec")
+    build_indexes(copy, tmp_path / "dali-index")
+    before = collect(build_dataset(copy, "train", backend="dali", batch_size=10, image_size=32))[0]
+    shard = copy / "train-00002-of-00003"
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))  # as `cp` without -p leaves it
+    with pytest.warns(UserWarning, match=rf"{shard}: changed since it was indexed .* records verified in"):
+        after = collect(build_dataset(copy, "train", backend="dali", batch_size=10, image_size=32))[0]
+    np.testing.assert_array_equal(after, before)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # verified once per process
+        build_dataset(copy, "train", backend="dali", batch_size=10, image_size=32)
+    build_indexes(copy, tmp_path / "dali-index")
+    assert json.loads((tmp_path / "dali-index" / "index.json").read_text())["shards"][shard.name]["mtime_ns"] == \
+        shard.stat().st_mtime_ns
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

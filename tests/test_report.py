@@ -157,15 +157,21 @@ def test_a_missing_stage_output_is_named_not_fatal(tmp_path):
     run = make_run(tmp_path / "run")
     (run / "benchmark" / layout.BENCHMARK_RESULTS["inference"]).unlink()
     (run / layout.EVALUATE / layout.EVAL_METRICS).write_text("{cut sho")
+    log = run / "train" / layout.TRAIN_LOG
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines) + lines[-1][:20])
     drawn = write(run, tmp_path / "out")
     text = (tmp_path / "out/report.md").read_text()
     missing = text.split("## Missing")[1].split("\n## ")[0]
     assert "benchmark/inference.json: not there (written by the benchmark inference stage)" in missing
     assert "evaluate/metrics.json: unreadable" in missing
+    records = sum(line.startswith("DLLL ") for line in lines)
+    assert f"train/{layout.TRAIN_LOG}: line {len(lines) + 1} cut short (a writer killed, or its disk full): the " \
+        f"{records} records before it are shown" in missing
     assert "_no inference benchmark_" in text
     assert drawn[layout.LATENCY_PLOT] is None and not (tmp_path / "out" / layout.LATENCY_PLOT).exists()
     assert _table_rows(text, "Training accuracy")[0][2] == "60.00%"  # the summary's evaluation instead
-    assert drawn[layout.SCALING_PLOT] is not None
+    assert drawn[layout.SCALING_PLOT] is not None and drawn[layout.TRAINING_PLOT] is not None  # the log before the cut
 
 
 def test_runs_compared_in_one_table_with_each_seed_groups_mean_and_sd_and_the_best_named(tmp_path):

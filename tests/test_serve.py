@@ -195,6 +195,25 @@ def test_export_loads_without_effnet_and_equals_the_keras_model(run, exported, t
     assert not list(run.glob(".export.tmp-*"))
 
 
+def test_an_export_missing_or_cutting_short_its_variables_is_named_by_infer_and_benchmark(run, exported, tmp_path):
+    damaged = tmp_path / "export"
+    shutil.copytree(exported, damaged)
+    variables = damaged / "saved_model" / "variables"
+    data = next(variables.glob("variables.data-*"))
+    data.write_bytes(data.read_bytes()[:1000])
+    named = f"{damaged / 'saved_model'}: incomplete or damaged SavedModel"
+    proc = run_cli("infer", "--model", str(damaged), "--images", str(run / "demo" / "val"), "--output",
+                   str(tmp_path / "p.csv"))
+    assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "p.csv").exists()
+    shutil.rmtree(variables)
+    proc = run_cli("benchmark", "inference", "--model", str(run / "run"), "--export", str(damaged), "--output",
+                   str(tmp_path / "bench"), "--set", "benchmark.inference_max_batch=1", "--set",
+                   "benchmark.precisions=[fp32]", "--set", f"model.arch={TEST_ARCH}")
+    assert proc.returncode == 2 and named in proc.stderr and "variables" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "bench" / "inference.json").exists()  # its log says how far it got
+
+
 def test_infer_matches_evaluate_and_reports_bad_files(run, exported, ema_metrics, tmp_path):
     images = tmp_path / "images"
     shutil.copytree(run / "demo" / "val", images)

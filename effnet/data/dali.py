@@ -18,7 +18,10 @@ raises a Python error instead of aborting the process. Augmentations: ``effnet.d
 """
 from __future__ import annotations
 
+import functools
 import tempfile
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +35,8 @@ from effnet.data import dali_augment
 from effnet.data.autoaugment import RANDAUGMENT_MAGNITUDE
 from effnet.data.sharding import RankPlan, derive_seed
 from effnet.data.tfdata import AREA_RANGE, ASPECT_RANGE, CROP_ATTEMPTS, EVAL_PADDING, MIN_OBJECT_COVERED
-from effnet.formats.record_index import index_path, read_index, write_index
+from effnet.formats.record_index import index_path, read_index, read_summary, shard_state, write_index
+from effnet.formats.tfrecord import record_spans
 
 ENCODED, LABEL = "image/encoded", "image/class/label"
 # Index files one pipeline reads (one per span and epoch): an ImageNet epoch on 8 ranks is ~130 per rank.
@@ -48,20 +52,45 @@ class Run:
 
 
 def shard_indexes(plans: list[RankPlan], index_dir: str | Path) -> dict[str, list[tuple[int, int]]]:
-    """The index stage's (offset, size) lines of every shard the plans read, checked against the manifest."""
+    """The index stage's (offset, size) lines of every shard the plans read, checked against the manifest.
+
+    DALI never checks a record's CRCs, so a shard whose size or modification time is not what index.json
+    recorded when its records were verified is verified again here, before anything is read from it.
+    """
+    shards = sorted({s for plan in plans for s in plan.files}, key=lambda s: s.path)  # the first one named
+    for shard in shards:
+        if not index_path(index_dir, shard.path).exists():
+            raise UserError(f"{index_path(index_dir, shard.path)}: index not found. The DALI backend reads the shards "
+                            f"through the index stage's files (python -m effnet index --tfrecords "
+                            f"{Path(shard.path).parent} --output {index_dir}; --index DIR names them), or set "
+                            "data.backend: tfdata")
+    summary = read_summary(index_dir)["shards"]
     indexes = {}
-    for shard in sorted({s for plan in plans for s in plan.files}, key=lambda s: s.path):  # the first one named
+    for shard in shards:
         idx = index_path(index_dir, shard.path)
-        if not idx.exists():
-            raise UserError(f"{idx}: index not found. The DALI backend reads the shards through the index stage's "
-                            f"files (python -m effnet index --tfrecords {Path(shard.path).parent} --output "
-                            f"{index_dir}; --index DIR names them), or set data.backend: tfdata")
         records = read_index(idx)
         if len(records) != shard.examples:
             raise UserError(f"{idx}: {len(records)} records, but the manifest lists {shard.examples} for "
                             f"{shard.path}: the index is stale, rerun the index stage")
+        state = shard_state(shard.path)
+        indexed = summary.get(Path(shard.path).name, {})
+        changed = {key: indexed.get(key) for key in state} != state
+        if changed and _verified(shard.path, state["bytes"], state["mtime_ns"]) != records:
+            raise UserError(f"{shard.path}: its records are not where {idx} has them: the index is stale, "
+                            "rerun the index stage")
         indexes[shard.path] = records
     return indexes
+
+
+@functools.cache
+def _verified(path: str, size: int, mtime_ns: int) -> list[tuple[int, int]]:
+    """Every record of a shard changed since it was indexed, CRCs checked (once per process and state)."""
+    start = time.monotonic()
+    spans = record_spans(path)
+    warnings.warn(f"{path}: changed since it was indexed (size or modification time); its {len(spans)} records "
+                  f"verified in {time.monotonic() - start:.1f} s. Rerun the index stage to record it as it is now.",
+                  stacklevel=2)
+    return spans
 
 
 def reading_order(plan: RankPlan, indexes: dict, *, shuffle_seed: int | None, records: int,

@@ -127,11 +127,11 @@ class DLLogger:
         self.close()
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a dllogger JSON-lines file (``DLLL {...}`` lines; other lines are skipped).
+def read_log(path: str | Path) -> tuple[list[dict[str, Any]], int | None]:
+    """The records of a dllogger JSON-lines file (``DLLL {...}`` lines; other lines are skipped), and the number
+    of its last line when a killed writer cut it short (None when whole).
 
-    A line cut short by a killed writer (the last one) is dropped; a malformed line elsewhere is an
-    error naming the file and line."""
+    The cut line is left out; a malformed line elsewhere is an error naming the file and line."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     records = []
     for number, line in enumerate(lines, 1):
@@ -141,6 +141,11 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             records.append(json.loads(line[5:]))
         except ValueError as exc:
             if number == len(lines):
-                break
+                return records, number
             raise ValueError(f"{path}:{number}: not a dllogger record: {exc}") from None
-    return records
+    return records, None
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The whole records of a dllogger file (``read_log`` without saying where it was cut short)."""
+    return read_log(path)[0]

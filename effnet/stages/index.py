@@ -5,8 +5,8 @@ For each shard ``DIR/<shard>`` writes ``OUT/<shard>.idx`` in the format of DALI'
 valid shard), after checking every record's length and CRCs: a truncated or
 corrupt shard fails naming the shard and byte offset (tfrecord2idx exits 0 and
 writes a bogus last entry). An index newer than its shard and consistent with
-its size is kept. ``OUT/index.json`` summarises the set (and checks the record
-counts against the shards' manifest when there is one).
+its size is kept. ``OUT/index.json`` summarises the set: each shard's record count (checked against
+the shards' manifest when there is one), and its size and modification time when verified.
 """
 from __future__ import annotations
 
@@ -19,10 +19,9 @@ from effnet.core import layout
 from effnet.core.atomic import write_json
 from effnet.core.errors import UserError
 from effnet.core.resources import available_cpus
-from effnet.formats.record_index import index_path, read_index, write_index
+from effnet.formats.record_index import index_path, read_index, shard_state, write_index
 from effnet.formats.records import SPLITS
 from effnet.formats.tfrecord import record_spans
-
 
 
 def list_shards(tfrecords: str | Path) -> list[Path]:
@@ -52,17 +51,18 @@ def current_index(shard: Path, idx: Path) -> list[tuple[int, int]] | None:
     return spans if spans and position == shard.stat().st_size else None
 
 
-def index_shard(shard: Path, index_dir: Path) -> tuple[int, bool]:
-    """Write (or keep) the index of one shard; return (records, rewritten)."""
+def index_shard(shard: Path, index_dir: Path) -> tuple[dict, bool]:
+    """Write (or keep) the index of one shard; return (its index.json entry, rewritten)."""
     idx = index_path(index_dir, shard)
+    entry = {"index": idx.name, **shard_state(shard)}  # before reading: a change while it is read shows later
     spans = current_index(shard, idx)
     if spans is not None:
-        return len(spans), False
+        return {"records": len(spans), **entry}, False
     spans = record_spans(shard)
     if not spans:
         raise UserError(f"{shard}: empty shard (no records)")
     write_index(idx, spans)
-    return len(spans), True
+    return {"records": len(spans), **entry}, True
 
 
 def build_indexes(tfrecords: str | Path, output: str | Path, workers: int | None = None) -> dict:
@@ -72,20 +72,20 @@ def build_indexes(tfrecords: str | Path, output: str | Path, workers: int | None
     out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(workers or min(8, available_cpus())) as pool:
         results = list(pool.map(lambda s: index_shard(s, out), shards))
-    counts = {s.name: n for s, (n, _) in zip(shards, results)}
+    entries = {s.name: entry for s, (entry, _) in zip(shards, results)}
     manifest_path = Path(tfrecords) / layout.RECORDS_MANIFEST
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         for split in manifest["splits"].values():
             for entry in split["shards"]:
-                if counts.get(entry["file"]) != entry["examples"]:
-                    raise UserError(f"{Path(tfrecords) / entry['file']}: {counts.get(entry['file'])} records, "
+                records = entries.get(entry["file"], {}).get("records")
+                if records != entry["examples"]:
+                    raise UserError(f"{Path(tfrecords) / entry['file']}: {records} records, "
                                     f"but {manifest_path} lists {entry['examples']}")
-    summary = {"tfrecords": str(Path(tfrecords).resolve()),
-               "shards": {name: {"records": n, "index": index_path(out, name).name} for name, n in counts.items()}}
+    summary = {"tfrecords": str(Path(tfrecords).resolve()), "shards": entries}
     write_json(out / layout.INDEX_SUMMARY, summary)
     rewritten = sum(r for _, r in results)
-    print(f"index: {len(shards)} shards, {sum(counts.values())} records; "
+    print(f"index: {len(shards)} shards, {sum(e['records'] for e in entries.values())} records; "
           f"{rewritten} indexed, {len(shards) - rewritten} already current")
     return summary
 

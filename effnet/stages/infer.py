@@ -17,7 +17,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from effnet.core import layout
 from effnet.core.errors import UserError
 from effnet.formats import exported_model
 
@@ -74,7 +73,7 @@ class Predictor:
             raise UserError(f"--top-k {top_k}: {export_dir} was exported with top-k {self.manifest['top_k']}")
         self.top_k = top_k
         self.tf = tf
-        self.loaded = tf.saved_model.load(str(Path(export_dir) / layout.SAVED_MODEL))  # owns the variables
+        self.loaded = exported_model.load_saved_model(export_dir)
         self.serve = self.loaded.signatures["serve_bytes"]
 
     def _run(self, data: list[bytes]) -> dict:

@@ -52,19 +52,15 @@ def _model(config: dict, run_dir: str | None):
 
 def _serve_pixels(export_dir: str | None, model, names: list[str], size: int, config: dict, scratch: Path):
     """The ``serve_pixels`` signature of ``export_dir``, or of a temporary export of ``model``."""
-    import tensorflow as tf
-
     from effnet.formats import exported_model
     from effnet.stages.export import save_serving, serving_module
 
     if export_dir:
         exported_model.load_manifest(export_dir)  # a clear error when it is not an export
-        path = Path(export_dir) / layout.SAVED_MODEL
     else:
-        path = scratch / layout.SAVED_MODEL
         save_serving(serving_module(model, size, names, config["export"]["top_k"], config["model"]["crop_padding"]),
-                     path)
-    loaded = tf.saved_model.load(str(path))
+                     scratch / layout.SAVED_MODEL)
+    loaded = exported_model.load_saved_model(export_dir or scratch)
     return loaded, loaded.signatures["serve_pixels"]
 
 

@@ -13,7 +13,7 @@ import yaml
 from effnet.core import jsonfile, layout
 from effnet.core.digests import file_sha256
 from effnet.core.errors import UserError
-from effnet.formats.dllog import read_records
+from effnet.formats.dllog import read_log
 
 
 @dataclass
@@ -53,7 +53,10 @@ def collect(run_dir: str | Path) -> RunData:
     data.summary = _json(train / layout.TRAIN_SUMMARY, "train", data.missing)
     log = train / layout.TRAIN_LOG
     try:
-        data.train_log = read_records(log)
+        data.train_log, cut = read_log(log)
+        if cut is not None:
+            data.missing.append(f"{log}: line {cut} cut short (a writer killed, or its disk full): the "
+                                f"{len(data.train_log)} records before it are shown")
     except FileNotFoundError:
         data.missing.append(f"{log}: not there (written by the train stage)")
     except (OSError, ValueError) as exc:
