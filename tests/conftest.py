@@ -1,10 +1,13 @@
 """Shared test helpers: run the package's command line as a user would."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,35 @@ def python_with_env(**variables: str) -> int:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@contextlib.contextmanager
+def memory_limited(limit_mb: int):
+    """A memory cgroup holding at most ``limit_mb`` (a job's, as SLURM's task/cgroup sets it) with a group inside
+    (a task's); yields the ``preexec_fn`` that puts a subprocess in the inner one. Needs root and a writable
+    memory controller (v1 or v2); fails naming why where there is none."""
+    v1, v2 = Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup")
+    base, limit_file = ((v1, "memory.limit_in_bytes") if (v1 / "memory.limit_in_bytes").exists()
+                        else (v2, "memory.max"))
+    job = base / f"effnet-test-{uuid.uuid4().hex[:8]}"
+    try:
+        (job / "task").mkdir(parents=True)
+        (job / limit_file).write_text(str(limit_mb << 20))
+    except OSError as exc:
+        pytest.fail(f"a memory limit is set on a cgroup of its own, which needs root and a writable memory "
+                    f"controller ({base}): {exc}")
+    try:
+        yield lambda: (job / "task" / "cgroup.procs").write_text(str(os.getpid()))
+    finally:
+        for group in (job / "task", job):
+            for pid in (group / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), 9)
+            for _ in range(50):  # the killed leave their group a moment later
+                with contextlib.suppress(OSError):
+                    group.rmdir()
+                    break
+                time.sleep(0.1)
 
 
 def pytest_xdist_auto_num_workers(config):

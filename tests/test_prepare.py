@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
-from conftest import HANG_GUARD, REPO
+from conftest import HANG_GUARD, REPO, memory_limited
 from datasets import jpeg_bytes, make_folders, read_shard, read_split
 from effnet.formats.dllog import read_records
 from effnet.formats.records import load_manifest
@@ -376,13 +377,16 @@ def test_a_dead_worker_is_retried_once_then_named(tmp_path, kills):
     stdout, stderr = proc.communicate(timeout=HANG_GUARD)
     assert killed == ["train-00001-of-00004"] * kills  # the retry runs the same shard first
     shard = out / killed[0]
-    assert f"prepare: the worker writing {shard} was killed by SIGKILL (out of memory?); retrying the shard" in stdout
+    # this machine's kernel counts OOM kills per cgroup: a SIGKILL from elsewhere is said not to be one
+    assert (f"prepare: the worker writing {shard} was killed by SIGKILL (not for memory: no OOM kill in its cgroup); "
+            "retrying the shard") in stdout
     if kills == 1:
         assert proc.returncode == 0, stderr
         assert load_manifest(out)["splits"]["train"]["examples"] == 60
     else:
         assert proc.returncode == 2
-        assert f"{shard}: the worker writing this shard was killed by SIGKILL (out of memory?), 2 times" in stderr
+        assert f"{shard}: the worker writing this shard was killed by SIGKILL (not for memory" in stderr
+        assert "2 times; lower --workers or check the shard's inputs" in stderr
         assert not (out / "manifest.json").exists()
     assert not list(out.glob(".*.tmp-*"))
 
@@ -392,3 +396,25 @@ def test_default_worker_count_follows_the_cpus_and_memory_the_job_has():
               "print(default_workers(1), default_workers(1 << 60))")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
     assert proc.stdout.split() == ["1", "1"]  # one CPU bound; memory for less than one worker still gives one
+    script = "from effnet.core.resources import default_workers; print(default_workers(1 << 28))"
+    with memory_limited(400) as join:  # the job's limit on the task group's parent, as SLURM's task/cgroup sets it
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True,
+                              preexec_fn=join)
+    assert proc.stdout.split() == ["1"]  # 2 CPUs here, but 400 MiB (less what this process holds) hold one 256 MiB worker
+
+
+def test_a_worker_killed_for_memory_is_named_so_with_the_worker_count_to_lower(tmp_path):
+    src = write_demo(tmp_path / "demo", train_per_class=2)
+    big = next((src / "train").rglob("*.jpg"))
+    Image.new("RGB", (10000, 10000), (90, 120, 200)).save(big.with_suffix(".png"))  # 300 MB once decoded
+    big.unlink()
+    out = tmp_path / "out"
+    with memory_limited(250) as join:
+        proc = subprocess.run([sys.executable, "-m", "effnet", "prepare", "--source", "folders", "--input", str(src),
+                               "--output", str(out), "--train-shards", "2", "--val-shards", "1", "--workers", "2"],
+                              cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD, preexec_fn=join)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert ("the worker writing this shard was killed for memory by the kernel's OOM killer, with 2 workers writing "
+            "at once (each budgeted 256 MiB by default), 2 times; lower --workers, or give the stage more memory"
+            ) in proc.stderr, proc.stderr[-2000:]
+    assert "retrying the shard" in proc.stdout and not (out / "manifest.json").exists()

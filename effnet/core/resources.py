@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from effnet.core import cgroup
+
 
 # Variables that carry the node-local rank, by launcher (Horovod, Open MPI, MPICH/Intel MPI, SLURM).
 LOCAL_RANK_VARIABLES = ("HOROVOD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID")
@@ -26,21 +28,8 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _cgroup_memory_left() -> int | None:
-    """Bytes left under this process's cgroup v2 memory limit, if it has one."""
-    try:
-        relative = Path("/proc/self/cgroup").read_text().splitlines()[0].split(":", 2)[2]
-        group = Path("/sys/fs/cgroup") / relative.lstrip("/")
-        limit = (group / "memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        return int(limit) - int((group / "memory.current").read_text())
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def available_memory() -> int | None:
-    """Bytes this process can still allocate: MemAvailable, capped by a cgroup limit; None if unknown."""
+    """Bytes this process can still allocate: MemAvailable, capped by its cgroups' limits; None if unknown."""
     left = []
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -48,9 +37,9 @@ def available_memory() -> int | None:
                 left.append(int(line.split()[1]) * 1024)
     except OSError:
         pass
-    cgroup = _cgroup_memory_left()
-    if cgroup is not None:
-        left.append(cgroup)
+    limited = cgroup.memory_left()
+    if limited is not None:
+        left.append(limited)
     return min(left) if left else None
 
 

@@ -184,7 +184,11 @@ class Cluster:
         os.chmod(self.pyxis_log, 0o666)
         (root / "etc" / "gres.conf").write_text(
             f"AutoDetect=off\nName=gpu File={root / 'dev'}/nvidia[0-{GPUS - 1}]\n")
-        (root / "etc" / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\n")
+        # memory enforced as sites do (a job's processes killed past its --mem, OUT_OF_MEMORY), on one node: the
+        # cgroup tree is the host's, which several slurmd on one host would share (their jobs' cgroups collide)
+        (root / "etc" / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\n" + (
+            "ConstrainRAMSpace=yes\nConstrainSwapSpace=yes\nConstrainCores=no\nConstrainDevices=no\n"
+            if self.nodes == 1 else ""))
         # PMIx's per-step client directory (default /tmp/spmix_appdir_<uid>_<step>): one per cluster, and one per
         # node below (each node's namespace mounts its own directory there), as on nodes with their own /tmp
         (root / "etc" / "mpi.conf").write_text(f"PMIxCliTmpDirBase={root / 'pmix'}\n")
@@ -205,7 +209,7 @@ class Cluster:
             f"SlurmctldPidFile={root / 'slurmctld.pid'}", f"SlurmdPidFile={root / pid}",
             f"SlurmctldLogFile={root / 'log' / 'slurmctld.log'}", f"SlurmdLogFile={root / log}",
             f"PlugStackConfig={root / 'etc' / 'plugstack.conf'}",
-            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+            "ProctrackType=proctrack/linuxproc", f"TaskPlugin=task/{'none' if multi else 'cgroup'}",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory",
             "JobAcctGatherType=jobacct_gather/none",
             *(["AccountingStorageType=accounting_storage/slurmdbd", "AccountingStorageHost=127.0.0.1",

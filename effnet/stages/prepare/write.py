@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from effnet.core import cgroup
 from effnet.core.atomic import atomic_open, temporary_path, write_json
 from effnet.core.digests import file_sha256
 from effnet.core.errors import UserError
@@ -150,11 +151,20 @@ class _Worker:
         self.inbox.put((index, task))
 
 
-def _death(exitcode: int) -> str:
+def _death(exitcode: int, for_memory: bool | None, workers: int, kind: str) -> tuple[str, str]:
+    """Why a worker is gone and what to change: killed for memory when its cgroup's OOM killer counted a kill
+    (``for_memory``; None where the kernel does not say), else its signal or status."""
+    if for_memory:
+        budget = WORKER_MEMORY["tfds" if kind == "tfds" else "files"] >> 20
+        return (f"killed for memory by the kernel's OOM killer, with {workers} workers writing at once (each "
+                f"budgeted {budget} MiB by default)", "lower --workers, or give the stage more memory")
+    advice = "lower --workers or check the shard's inputs"
     if exitcode < 0:
         name = signal.Signals(-exitcode).name
-        return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
-    return f"exited with status {exitcode}"
+        if name == "SIGKILL":
+            name += " (out of memory?)" if for_memory is None else " (not for memory: no OOM kill in its cgroup)"
+        return f"killed by {name}", advice
+    return f"exited with status {exitcode}", advice
 
 
 def _receipt_path(task: ShardTask) -> Path:
@@ -219,6 +229,7 @@ class _Pool:
         self.counter, self.results = self.ctx.Value("q", 0), self.ctx.SimpleQueue()
         self.tasks, self.queue, self.attempts = tasks, list(todo), dict.fromkeys(todo, 0)
         self.workers = [self._start() for _ in range(size)]
+        self.size, self.oom_kills = size, cgroup.oom_kills()  # the group the workers share with this process
 
     def _start(self) -> _Worker:
         return _Worker(self.ctx, self.results, self.counter)
@@ -255,14 +266,19 @@ class _Pool:
             if w.task is not None:
                 path = self.tasks[w.task].path
                 temporary_path(path, w.process.pid).unlink(missing_ok=True)
-                reason = _death(w.process.exitcode)
+                reason, advice = _death(w.process.exitcode, self._killed_for_memory(), self.size,
+                                        self.tasks[w.task].kind)
                 if self.attempts[w.task] >= ATTEMPTS:
-                    raise UserError(f"{path}: the worker writing this shard was {reason}, {ATTEMPTS} times; lower "
-                                    "--workers or check the shard's inputs")
+                    raise UserError(f"{path}: the worker writing this shard was {reason}, {ATTEMPTS} times; {advice}")
                 print(f"prepare: the worker writing {path} was {reason}; retrying the shard", flush=True)
                 self.queue.insert(0, w.task)
             if self.queue:
                 self.workers.append(self._start())
+
+    def _killed_for_memory(self) -> bool | None:
+        """Whether the OOM killer has killed in this process's group since the last call (None: unknown)."""
+        before, self.oom_kills = self.oom_kills, cgroup.oom_kills()
+        return None if None in (before, self.oom_kills) else self.oom_kills > before
 
     def terminate(self) -> None:
         """Stop every worker mid-write and remove their temporary files."""
