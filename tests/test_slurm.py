@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import HANG_GUARD, REPO, SIDE_BY_SIDE, TEST_ARCH, python_with_env
+from conftest import HANG_GUARD, REPO, SIDE_BY_SIDE, TEST_ARCH, memory_limited, python_with_env
 
 sys.path.insert(0, str(REPO / "tests"))
 from slurm.cluster import BATCH_STEP, SLURMS, Cluster, unavailable  # noqa: E402
@@ -197,6 +197,41 @@ def test_a_full_disk_is_not_retried_and_the_refusal_names_the_attempts_log(tmp_p
             f"fails the next attempt the same way; see {logs}/train.log.1): not retried") in capsys.readouterr().err
     assert json.loads(ledger.read_text().splitlines()[1]) == {"attempt": 1, "job": None, "status": EXIT_NO_SPACE,
                                                               "log": f"{logs}/train.log.1"}
+
+
+HOG = "import time; hog = b'x' * ({} << 20); time.sleep(1)"  # a stage that holds that many MiB
+
+
+def test_a_stage_killed_for_memory_is_retried_with_twice_the_memory_up_to_the_cap(tmp_path):
+    """Without SLURM: the stage in a memory-limited cgroup shared with its launcher, as a SLURM job's task/cgroup
+    puts them; the launcher tells the OOM kill from other deaths, and the next request doubles, capped."""
+    config = demo_config(max_mem_mb=5000)
+    config["run_dir"] = str(tmp_path)
+    ledger = tmp_path / "logs/prepare.attempts.jsonl"
+
+    def attempt(n: int, stage: str) -> subprocess.CompletedProcess:
+        with memory_limited(200) as join:
+            return subprocess.run([sys.executable, str(REPO / "workflow/scripts/launch.py"), "--rule", "prepare",
+                                   "--attempt", str(n), "--ledger", str(ledger), "--", sys.executable, "-c", stage],
+                                  capture_output=True, text=True, preexec_fn=join, timeout=HANG_GUARD)
+
+    assert requests.memory_mb(config, "prepare", 1) == 4000  # the configured; a first attempt reads nothing
+    first = attempt(1, HOG.format(400))
+    assert first.returncode == 137, first.stderr
+    assert "launch: prepare: the stage ended for memory (1 OOM kill(s) in the job's cgroup)" in first.stderr
+    assert json.loads(ledger.read_text().splitlines()[-1])["ended"] == "memory"
+    assert requests.memory_mb(config, "prepare", 2) == 5000  # 8000, capped by cluster.max_mem_mb
+    config["cluster"]["max_mem_mb"] = None
+    assert requests.memory_mb(config, "prepare", 2) == 8000  # no cap: sinfo does not answer away from a cluster
+    second = attempt(2, "raise SystemExit(1)")  # a crash, not for memory
+    assert second.returncode == 1 and "attempt 1 ended for memory with unknown MB" in second.stderr, second.stderr
+    assert "ended" not in json.loads(ledger.read_text().splitlines()[-1])
+    assert requests.memory_mb(config, "prepare", 3) == 8000  # doubled once: one attempt ended for memory
+    # an attempt that ended with a data error after its workers were killed for memory is retried, with more
+    entries = [{"attempt": 1, "start": "now"}, {"attempt": 1, "status": 2, "ended": "memory", "mem_mb": 4000}]
+    ledger.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    assert job.ledger.refusal(job.ledger.previous_attempts(ledger, 2), crash_retries=2) is None
+    assert requests.memory_mb(config, "prepare", 2) == 8000
 
 
 def test_unworkable_cluster_values_are_refused():
@@ -548,6 +583,44 @@ def test_a_stage_that_fills_its_disk_in_a_job_is_refused_at_once_the_next_time(c
         print(f"the refused attempt's job took {took:.1f} s")
     finally:
         subprocess.run(["umount", "--lazy", str(small)], check=True)
+
+
+@EVERY_SLURM
+def test_a_job_past_its_memory_is_seen_so_and_the_next_asks_for_twice_as_much(cluster, tmp_path, monkeypatch):
+    """task/cgroup with ConstrainRAMSpace kills a stage past its job's --mem; the launcher records that it ended for
+    memory, the next request doubles (capped by the partition's node memory, which sinfo gives) and the next
+    attempt's log says what it had and has. A job killed before its launcher could record is seen through SLURM."""
+    for name, value in cluster.env().items():
+        monkeypatch.setenv(name, value)
+    config = demo_config()
+    config["run_dir"], config["cluster"]["jobs"]["prepare"]["mem_mb"] = str(tmp_path), 150
+    ledger = tmp_path / "logs/prepare.attempts.jsonl"
+
+    def submit(attempt: int, hog_mb: int, launched: bool = True) -> tuple[str, str]:
+        command = [sys.executable, "-c", HOG.format(hog_mb)]
+        if launched:
+            command = [sys.executable, str(REPO / "workflow/scripts/launch.py"), "--rule", "prepare", "--attempt",
+                       str(attempt), "--ledger", str(ledger), "--", *command]
+        mem = requests.memory_mb(config, "prepare", attempt)
+        out = subprocess.run(["sbatch", "--parsable", "--wait", "--ntasks=1", f"--mem={mem}", "--no-requeue",
+                              f"--output={tmp_path}/job{attempt}.out", "--wrap", shlex.join(command)],
+                             capture_output=True, text=True, timeout=HANG_GUARD).stdout.strip()
+        return out.split(";")[0], (tmp_path / f"job{attempt}.out").read_text()
+
+    job_id, first = submit(1, 400)
+    assert "the stage ended for memory (1 OOM kill(s) in the job's cgroup) with 150 MB" in first, first
+    assert job.memory.slurm_says_out_of_memory(job_id) is True  # the batch step's OOM kill, as SLURM saw it
+    _, second = submit(2, 200)
+    assert "prepare attempt 2: attempt 1 ended for memory with 150 MB; this one has 300 MB" in second, second
+    assert [e.get("ended") for e in map(json.loads, ledger.read_text().splitlines()) if "status" in e] == [
+        "memory", None]
+    config["cluster"]["jobs"]["prepare"]["mem_mb"] = 5000
+    assert requests.memory_mb(config, "prepare", 2) == cluster.memory_mb  # 10000, capped by the nodes' 8000
+    # a job killed whole (its launcher too) leaves only its start in the ledger: SLURM says why it ended
+    config["cluster"]["jobs"]["prepare"]["mem_mb"] = 100
+    job_id, _ = submit(1, 400, launched=False)
+    ledger.write_text(json.dumps({"attempt": 1, "job": job_id, "start": "now"}) + "\n")
+    assert requests.memory_mb(config, "prepare", 2) == 200
 
 
 # Training long enough to be signalled in its first attempt on any machine: an 8 min limit with SIGUSR1 430 s

@@ -9,7 +9,8 @@
   A single-task stage runs in the step Snakemake's job-side helper started, or, when a container
   image is configured, in an ``srun --overlap`` step that carries the Pyxis options.
 
-The exit status is the stage's (train: 75 after a signal and a checkpoint; see ``effnet.cluster.ledger``).
+The exit status is the stage's (train: 75 after a signal and a checkpoint; see ``effnet.cluster.ledger``); a stage
+killed for memory is recorded so (``effnet.cluster.memory``), which the next attempt's request reads.
 Only the standard library is imported, except Horovod's rendezvous server for ``mpi: none``.
 """
 from __future__ import annotations
@@ -25,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from effnet.cluster import ledger
+from effnet.cluster import ledger, memory
+from effnet.core import cgroup
 from effnet.core.ranks import source_address
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT)
@@ -167,16 +169,30 @@ def run(command: list[str], env: dict) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    job_id, mem_mb = os.environ.get("SLURM_JOB_ID"), memory.job_memory_mb()
     if args.attempt and args.ledger:
-        refused = ledger.refusal(ledger.previous_attempts(args.ledger, args.attempt), args.crash_retries)
+        ended = ledger.previous_attempts(args.ledger, args.attempt)
+        refused = ledger.refusal(ended, args.crash_retries)
         if refused:
             print(f"launch: {args.rule} attempt {args.attempt}: {refused[1]}", file=sys.stderr, flush=True)
             return refused[0]
-    job = {"attempt": args.attempt, "job": os.environ.get("SLURM_JOB_ID")} if args.attempt else {}
+        short = [(n, e) for n, e in enumerate(ended, 1) if memory.ended_for_memory(e)]
+        if short:
+            number, entry = short[-1]
+            print(f"launch: {args.rule} attempt {args.attempt}: attempt {number} ended for memory with "
+                  f"{entry.get('mem_mb') or 'unknown'} MB; this one has {mem_mb or 'unknown'} MB", file=sys.stderr,
+                  flush=True)
+    job = {"attempt": args.attempt, "job": job_id} if args.attempt else {}
     ledger.record(args.ledger, {**job, "start": time.strftime("%Y-%m-%d %H:%M:%S")})
+    kills = cgroup.oom_kills()
     status = start(args)
+    seen = memory.seen_here(status, kills, job_id)
+    if seen:
+        print(f"launch: {args.rule}: the stage ended for memory ({seen}) with {mem_mb or 'unknown'} MB: the next "
+              "attempt asks for twice that (up to cluster.max_mem_mb)", file=sys.stderr, flush=True)
     log = ledger.attempt_log(args.ledger, args.rule) if args.ledger else None
-    ledger.record(args.ledger, {**job, "status": status, **({"log": str(log)} if log else {})})
+    ledger.record(args.ledger, {**job, "status": status, **({"ended": memory.MEMORY, "mem_mb": mem_mb} if seen else {}),
+                                **({"log": str(log)} if log else {})})
     return status
 
 

@@ -1,5 +1,6 @@
 """A rule's attempts and how each ended (``<run_dir>/logs/<rule>.attempts.jsonl``, JSON lines), and what that
-means for the next one: Snakemake resubmits every failure alike, the launcher decides. Standard library only.
+means for the next one: Snakemake resubmits every failure alike, the launcher decides whether it runs, and an
+attempt after one that ended for memory asks for more (``effnet.cluster.memory``). Standard library only.
 """
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from effnet.cluster.memory import MEMORY
 from effnet.core.errors import EXIT_NO_SPACE, EXIT_PREEMPTED, EXIT_USER_ERROR
 
 # What an attempt's exit status means to the next one:
@@ -19,8 +21,8 @@ FINAL = {USER_ERROR: "a configuration or data error",
 
 
 def previous_attempts(ledger: Path, attempt: int) -> list[dict]:
-    """The end records of this series' attempts before ``attempt`` ({} for one killed before it could record
-    its status)."""
+    """The end records of this series' attempts before ``attempt`` (the start record, without a status, of one
+    killed before it could record its end; {} where there is none)."""
     entries = []
     for number, line in enumerate(ledger.read_text().splitlines() if ledger.exists() else [], 1):
         try:
@@ -30,7 +32,8 @@ def previous_attempts(ledger: Path, attempt: int) -> list[dict]:
     starts = [i for i, e in enumerate(entries) if e.get("start") and e.get("attempt") == 1]
     series = entries[starts[-1]:] if starts else []
     ended = {e["attempt"]: e for e in series if "status" in e}
-    return [ended.get(n, {}) for n in range(1, attempt)]
+    started = {e["attempt"]: e for e in series if e.get("start")}
+    return [ended.get(n) or started.get(n, {}) for n in range(1, attempt)]
 
 
 def refusal(ended: list[dict], crash_retries: int) -> tuple[int, str] | None:
@@ -38,7 +41,7 @@ def refusal(ended: list[dict], crash_retries: int) -> tuple[int, str] | None:
     run it."""
     statuses = [e.get("status") for e in ended]
     for number, entry in enumerate(ended, 1):
-        if entry.get("status") in FINAL:
+        if entry.get("status") in FINAL and entry.get("ended") != MEMORY:  # more memory may change that one
             status, log = entry["status"], entry.get("log") or "its log"
             return status, (f"attempt {number} ended with status {status} ({FINAL[status]}; see {log}): not "
                             "retried, fix it and run Snakemake again")

@@ -13,6 +13,7 @@ import os
 import shlex
 from pathlib import Path
 
+from effnet.cluster import ledger, memory
 from effnet.core import layout
 
 # the workflow and the package live in one checkout (an editable install): the job runs this entry point
@@ -40,6 +41,23 @@ def runtime(cluster: dict, rule: str, attempt: int) -> int:
     return min(minutes, cluster["max_runtime"]) if cluster["max_runtime"] else minutes
 
 
+def memory_mb(config: dict, rule: str, attempt: int) -> int:
+    """mem_mb of a rule's attempt: the configured one, doubled after each attempt of its series that ended for
+    memory, as its ledger says (effnet.cluster.memory); a first attempt reads nothing."""
+    cluster = config["cluster"]
+    configured = cluster["jobs"][rule]["mem_mb"]
+    if attempt <= 1:
+        return configured
+    ended = ledger.previous_attempts(layout.attempts_ledger(config["run_dir"], rule), attempt)
+    return memory.request_mb(configured, ended, cluster["max_mem_mb"], partition(cluster, rule))
+
+
+def partition(cluster: dict, rule: str) -> str | None:
+    """The partition a rule's jobs go to (None: SLURM's default)."""
+    gpu = rule in GPU_RULES and cluster["gpus_per_node"] > 0
+    return cluster["jobs"][rule]["partition"] or (gpu and cluster["gpu_partition"]) or cluster["partition"] or None
+
+
 def attempts(config: dict, main_process: bool = True) -> int:
     """Snakemake `retries` of every rule: max_attempts submissions in all, counted by the Snakemake that
     submits; 0 in the Snakemake that runs the rule inside a SLURM job (its retries would rerun a stage
@@ -56,9 +74,10 @@ def check(config: dict) -> None:
                           f"limit (cluster.jobs.train.runtime={train['runtime']} min): training would be signalled "
                           "as it starts")
     for rule, job in cluster["jobs"].items():
-        if cluster["max_runtime"] and job["runtime"] > cluster["max_runtime"]:
-            raise LaunchError(f"cluster.jobs.{rule}.runtime={job['runtime']} exceeds cluster.max_runtime="
-                              f"{cluster['max_runtime']}")
+        for key in ("runtime", "mem_mb"):
+            if cluster[f"max_{key}"] and job[key] > cluster[f"max_{key}"]:
+                raise LaunchError(f"cluster.jobs.{rule}.{key}={job[key]} exceeds cluster.max_{key}="
+                                  f"{cluster[f'max_{key}']}")
     if cluster["container_workdir"] and not cluster["container_workdir"].startswith("/"):
         raise LaunchError(f"cluster.container_workdir={cluster['container_workdir']!r}: an absolute path is needed")
 
@@ -69,14 +88,14 @@ def rule_resources(config: dict, rule: str) -> dict:
     cluster = config["cluster"]
     job = cluster["jobs"][rule]
     gpu = rule in GPU_RULES and cluster["gpus_per_node"] > 0
-    partition = job["partition"] or (gpu and cluster["gpu_partition"]) or cluster["partition"]
+    queue = partition(cluster, rule)
     resources = {
         "runtime": lambda wildcards, attempt: runtime(cluster, rule, attempt),
         "mem_mb": job["mem_mb"],
         "cpus_per_task": job["cpus"],
     }
-    if partition:
-        resources["slurm_partition"] = partition
+    if queue:
+        resources["slurm_partition"] = queue
     if cluster["account"]:
         resources["slurm_account"] = cluster["account"]
     if cluster["qos"]:

@@ -9,7 +9,7 @@ import yaml
 
 from snakemake.utils import validate
 
-from effnet.cluster.requests import apptainer_image, attempts, launch_prefix, rule_resources
+from effnet.cluster.requests import apptainer_image, attempts, launch_prefix, memory_mb, rule_resources
 from effnet.core import batch_runs, layout
 from effnet.core.config import get_dotted
 from effnet.core.errors import UserError
@@ -71,10 +71,12 @@ for name, run in BATCH.runs.items():
 
 
 def job_resources(rule, **launch_options):
-    """A rule's SLURM/local resources (effnet.cluster.requests) and ``launch``: the launch prefix of this attempt
-    of its job, which runs the stage after the rule's attempts ledger agreed (workflow/scripts/launch.py)."""
+    """A rule's SLURM/local resources (effnet.cluster.requests), its mem_mb grown after attempts that ended for
+    memory, and ``launch``: the launch prefix of this attempt of its job, which runs the stage after the rule's
+    attempts ledger agreed (workflow/scripts/launch.py)."""
     return {
         **rule_resources(config, rule),
+        "mem_mb": lambda wildcards, attempt: memory_mb(job_config(wildcards), rule, attempt),
         "launch": lambda wildcards, attempt: launch_prefix(
             job_config(wildcards), rule, attempt=attempt, **launch_options
         ),
