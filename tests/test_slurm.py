@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from conftest import HANG_GUARD, REPO, SIDE_BY_SIDE, TEST_ARCH, memory_limited, python_with_env
 
@@ -30,6 +31,7 @@ from effnet.core.config import validate  # noqa: E402
 from effnet.core.errors import EXIT_NO_SPACE  # noqa: E402
 from effnet.formats import benchmark_results, checkpoints, trained_run  # noqa: E402
 from effnet.formats.dllog import read_records  # noqa: E402
+from effnet.stages.demo_data import write_demo  # noqa: E402
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", SIDE_BY_SIDE]
 IMAGE = "registry.example.com/team/effnet:test"
@@ -224,7 +226,8 @@ def test_a_stage_killed_for_memory_is_retried_with_twice_the_memory_up_to_the_ca
     config["cluster"]["max_mem_mb"] = None
     assert requests.memory_mb(config, "prepare", 2) == 8000  # no cap: sinfo does not answer away from a cluster
     second = attempt(2, "raise SystemExit(1)")  # a crash, not for memory
-    assert second.returncode == 1 and "attempt 1 ended for memory with unknown MB" in second.stderr, second.stderr
+    # what each had: its cgroup's limit (this test's 200 MB both times; the next test has SLURM's)
+    assert second.returncode == 1 and "attempt 1 ended for memory with 200 MB; this one has 200" in second.stderr
     assert "ended" not in json.loads(ledger.read_text().splitlines()[-1])
     assert requests.memory_mb(config, "prepare", 3) == 8000  # doubled once: one attempt ended for memory
     # an attempt that ended with a data error after its workers were killed for memory is retried, with more
@@ -621,6 +624,34 @@ def test_a_job_past_its_memory_is_seen_so_and_the_next_asks_for_twice_as_much(cl
     job_id, _ = submit(1, 400, launched=False)
     ledger.write_text(json.dumps({"attempt": 1, "job": job_id, "start": "now"}) + "\n")
     assert requests.memory_mb(config, "prepare", 2) == 200
+
+
+@pytest.mark.slow(minutes=2)
+def test_snakemake_resubmits_a_prepare_killed_for_memory_with_twice_the_memory(cluster, tmp_path):
+    """The workflow as users run it: prepare's worker decoding a 10000 x 10000 image (about 0.8 GB at its peak)
+    is killed by the job's cgroup at mem_mb 700; the stage names it, the launcher records it, Snakemake's next
+    submission asks for 1400 MB and completes."""
+    images, run = tmp_path / "images", tmp_path / "run"
+    write_demo(images, train_per_class=2, val_per_class=1)
+    big = next((images / "train").rglob("*.jpg"))
+    Image.new("RGB", (10000, 10000), (90, 120, 200)).save(big.with_suffix(".png"))
+    big.unlink()
+    override = _write(tmp_path / "override.yaml", {
+        "run_dir": str(run), "data": {"source": "folders", "input": str(images)},
+        "cluster": {"jobs": {"prepare": {"mem_mb": 700}}}})
+    proc = subprocess.run([*SNAKEMAKE, "all", "--until", "prepare", "--profile", "profiles/slurm", "--configfile",
+                           "config/config.yaml", str(override)], cwd=REPO, env=cluster.env(snakemake_env()),
+                          capture_output=True, text=True, timeout=HANG_GUARD)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    logs = run / "logs"  # one data section: the run's
+    first, second = ((logs / f"prepare.log.{n}").read_text() for n in (1, 2))
+    assert "was killed for memory by the kernel's OOM killer" in first, first[-3000:]
+    assert re.search(r"the stage ended for memory \(\d+ OOM kill\(s\) in the job's cgroup\) with 700 MB", first)
+    assert "prepare attempt 2: attempt 1 ended for memory with 700 MB; this one has 1400 MB" in second, second
+    assert [e.get("ended") for e in map(json.loads, (logs / "prepare.attempts.jsonl").read_text().splitlines())
+            if "status" in e] == ["memory", None]
+    assert (run / "tfrecords/manifest.json").exists()
 
 
 # Training long enough to be signalled in its first attempt on any machine: an 8 min limit with SIGUSR1 430 s

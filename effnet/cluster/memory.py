@@ -42,9 +42,13 @@ def slurm_says_out_of_memory(job_id: str) -> bool | None:
 
 
 def job_memory_mb(environ=os.environ) -> int | None:
-    """The memory per node of the SLURM job this process runs in (sbatch --mem), if it has one."""
+    """The memory per node of the SLURM job this process runs in (sbatch --mem; the limit of its cgroup where
+    Snakemake's job-side helper has dropped SLURM's variables), if it has one."""
     value = environ.get("SLURM_MEM_PER_NODE")
-    return int(value) if value and value.isdigit() else None
+    if value and value.isdigit():
+        return int(value)
+    limit = cgroup.memory_limit()
+    return limit >> 20 if limit else None
 
 
 def seen_here(status: int, kills_before: int | None, job_id: str | None) -> str | None:

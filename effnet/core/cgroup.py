@@ -41,16 +41,26 @@ def _read_int(path: Path) -> int | None:
     return None if text == "max" else int(text)
 
 
-def memory_left(groups: list[Path] | None = None) -> int | None:
-    """Bytes the tightest limit of this process's groups still allows; None where none is set."""
-    left = []
+def _limits(groups: list[Path] | None) -> list[tuple[int, int]]:
+    """(limit, usage) in bytes of each of this process's groups that sets a limit."""
+    found = []
     for group in memory_groups() if groups is None else groups:
         for limit_file, usage_file in (("memory.max", "memory.current"), ("memory.limit_in_bytes",
                                                                            "memory.usage_in_bytes")):
             limit, usage = _read_int(group / limit_file), _read_int(group / usage_file)
             if limit is not None and usage is not None and limit < UNLIMITED:
-                left.append(limit - usage)
-    return min(left) if left else None
+                found.append((limit, usage))
+    return found
+
+
+def memory_limit(groups: list[Path] | None = None) -> int | None:
+    """Bytes the tightest limit of this process's groups allows in all (a SLURM job's --mem); None where none."""
+    return min((limit for limit, _ in _limits(groups)), default=None)
+
+
+def memory_left(groups: list[Path] | None = None) -> int | None:
+    """Bytes the tightest limit of this process's groups still allows; None where none is set."""
+    return min((limit - usage for limit, usage in _limits(groups)), default=None)
 
 
 def oom_kills(groups: list[Path] | None = None) -> int | None:
