@@ -180,6 +180,19 @@ def test_an_attempt_runs_or_not_by_how_the_earlier_attempts_of_its_series_ended(
     assert attempt(2, 1, crash_retries=0) == (1, True)  # attempt 1 counted: a continuation, then a first crash
 
 
+def test_local_ranks_through_horovodrun_end_with_their_own_status_not_horovodruns(tmp_path, monkeypatch, capfd):
+    """horovodrun exits 1 whatever its ranks did: a full disk (74) on every rank must still reach the ledger as 74."""
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    ledger = tmp_path / "train.attempts.jsonl"
+    code = job.main(["--rule", "train", "--tasks-per-node", "2", "--gpus-per-task", "1", "--attempt", "1", "--ledger",
+                     str(ledger), "--", sys.executable, "-c", f"raise SystemExit({EXIT_NO_SPACE})"])
+    assert code == EXIT_NO_SPACE, capfd.readouterr()
+    assert f"exit with status code {EXIT_NO_SPACE}." in capfd.readouterr().out  # horovodrun's lines still shown
+    assert json.loads(ledger.read_text().splitlines()[-1])["status"] == EXIT_NO_SPACE
+    assert job.main(["--rule", "train", "--tasks-per-node", "2", "--gpus-per-task", "1", "--", sys.executable, "-c",
+                     "pass"]) == 0
+
+
 def test_a_full_disk_is_not_retried_and_the_refusal_names_the_attempts_log(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     logs = tmp_path / "logs"

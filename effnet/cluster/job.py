@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shlex
 import signal
 import socket
@@ -35,6 +36,8 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUS
 # (75 after a stop, 0 at the end) leave a second or so apart, and that kill would report 137/143 for the step.
 # A rank that dies mid-step ends it within this, as the rest wait in their next allreduce.
 RANK_EXIT_WAIT = 60
+# how horovodrun (gloo) reports a rank that failed, on its standard output
+HOROVODRUN_RANK_STATUS = re.compile(r"^Process \d+ exit with status code (\d+)\.$", re.M)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -152,18 +155,27 @@ def gloo_rendezvous(args: argparse.Namespace, environ: dict) -> object:
 
 
 def run(command: list[str], env: dict) -> int:
-    """Run ``command``, forwarding termination signals to it; its exit status (128+N if killed by N)."""
+    """Run ``command``, forwarding termination signals to it; its exit status (128+N if killed by N). horovodrun
+    ends with 1 whatever its ranks' statuses: for it, the status of the first rank that failed, as it reports it."""
     # the first line of an attempt's log: when and in which job it ran
     job = f" (SLURM job {env['SLURM_JOB_ID']})" if "SLURM_JOB_ID" in env else ""
     print(f"launch: {time.strftime('%Y-%m-%d %H:%M:%S')}{job}:", shlex.join(command), file=sys.stderr, flush=True)
-    child = subprocess.Popen(command, env=env)
+    horovodrun = command[0] == "horovodrun"
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE if horovodrun else None, text=horovodrun)
 
     def forward(signum, frame):
         child.send_signal(signum)
 
     for sig in FORWARDED_SIGNALS:
         signal.signal(sig, forward)
+    ranks = []
+    for line in child.stdout or ():  # horovodrun's: copied as it comes
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        ranks += [int(code) for code in HOROVODRUN_RANK_STATUS.findall(line)]
     code = child.wait()
+    if horovodrun and code and ranks:
+        return ranks[0]
     return 128 - code if code < 0 else code
 
 
