@@ -6,11 +6,12 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import TEST_ARCH, run_cli
+from conftest import HANG_GUARD, REPO, TEST_ARCH, run_cli
 from effnet.core import layout
 from effnet.core.errors import EXIT_NO_SPACE
 
@@ -121,7 +122,31 @@ def test_train_keeps_its_last_checkpoint_and_resumes_from_it_once_space_is_freed
     assert "resumed_from_step: 7" in again.stdout
 
 
-@pytest.mark.parametrize("stage", ["evaluate", "export", "infer", "benchmark", "report"])
+def test_two_ranks_both_stop_at_rank_0s_full_disk_and_the_launcher_reports_it(run, small_disk):
+    """Rank 0 writes the checkpoints, and its failure is handed to the other rank; the local launch through
+    horovodrun (which ends the other ranks once one has failed, and itself exits 1) reports rank 0's 74, nothing
+    half-written is left, and the rerun resumes from the kept checkpoint."""
+    checkpoint = size_of(next((run / "run" / layout.CHECKPOINTS).glob("ckpt-*")))
+    out = small_disk.root / "run"
+    command = [sys.executable, str(REPO / "workflow/scripts/launch.py"), "--rule", "train", "--tasks-per-node", "2",
+               "--gpus-per-task", "1", "--", sys.executable, "-m", "effnet", "train", "--data", str(run / "rec"),
+               "--output", str(out), *TRAIN, "--set", "train.epochs=3"]
+    small_disk.leave(1.6 * checkpoint + (1 << 20))
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD)
+    assert proc.returncode == EXIT_NO_SPACE, (proc.stdout + proc.stderr)[-3000:]
+    # horovodrun ends the other ranks once one has failed (137 for rank 1 if it is still leaving): its status is 1
+    assert f"[0]<stderr>:error: train: {out / layout.CHECKPOINTS}/ckpt-" in proc.stdout + proc.stderr
+    assert "<stderr>:Traceback" not in proc.stdout + proc.stderr  # none from the ranks (horovodrun prints its own)
+    saved = sorted((out / layout.CHECKPOINTS).glob("ckpt-*"))
+    assert len(saved) == 1 and not (out / layout.TRAIN_SUMMARY).exists()
+    assert not [p for p in small_disk.root.rglob("*") if ".tmp-" in p.name]
+    small_disk.free()
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert f"resumed_from_step: {int(saved[0].name.split('-')[1])}" in again.stdout
+
+
+@pytest.mark.parametrize("stage", ["evaluate", "export", "infer", "benchmark", "report", "compare runs"])
 def test_a_stage_that_writes_one_output_stops_at_the_full_disk_and_completes_after(run, small_disk, stage):
     out = small_disk.root / stage
     command = {
@@ -135,9 +160,10 @@ def test_a_stage_that_writes_one_output_stops_at_the_full_disk_and_completes_aft
                       "benchmark.inference_steps=2", "--set", "benchmark.inference_warmup=1", "--set",
                       "benchmark.precisions=[fp32]", "--set", f"model.arch={TEST_ARCH}"],
         "report": ["report", "--run", str(run), "--output", str(out)],
+        "compare runs": ["report", "--runs", str(run), str(run), "--output", str(out)],  # a batch's report
     }[stage]
     small_disk.leave(0)
-    assert_full(run_cli(*command), stage, small_disk, out)
+    assert_full(run_cli(*command), command[0], small_disk, out)
     small_disk.free()
     again = run_cli(*command)
     assert again.returncode == 0, again.stderr[-3000:]
