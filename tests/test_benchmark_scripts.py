@@ -2,6 +2,7 @@
 runs from the checkout's root as README tells and prints a figure for every side it compares. The figures
 themselves are benchmarks, not checked here. accuracy and finetune read scikit-learn's digits and Debian's
 Fashion-MNIST, which `./setup.sh test` installs."""
+import json
 import os
 import re
 import subprocess
@@ -47,3 +48,16 @@ def test_each_comparison_prints_a_figure_for_every_side(comparison, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for side in sides:  # the side's row, then a number on it
         assert re.search(rf"^\s*{re.escape(side)}\s.*?\d", proc.stdout, re.M), (side, proc.stdout)
+
+
+@pytest.mark.slow(minutes=1)
+def test_the_memory_benchmark_prints_each_stages_peak_and_the_training_fit():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--arch", "efficientnet-test", "--sizes", "32",
+                           "40", "--batches", "4", "--steps", "1", "--per-class", "4"], cwd=REPO, capture_output=True,
+                          text=True, timeout=HANG_GUARD, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    peaks = json.loads(proc.stdout.splitlines()[-1])["peak_mib"]
+    assert set(peaks) == {"demo-data", "prepare (largest process, 1 worker)", "index", "train 32 px, batch 4 (CPU)",
+                          "train 40 px, batch 4 (CPU)", "evaluate", "export", "infer", "benchmark inference"}
+    assert all(20 < mib < 20000 for mib in peaks.values()), peaks  # a process's peak, in MiB
+    assert re.search(r"^train \(CPU\) fit: \d+ MiB \+ -?\d+\.\d+ KiB x batch x size\^2$", proc.stdout, re.M)

@@ -13,6 +13,9 @@ slurm.conf is passed by SLURM_CONF through wrapper scripts in ``<dir>/bin`` (put
 first on PATH): Snakemake's SLURM job-side helper drops every SLURM_* variable, SLURM_CONF included,
 before it starts a rule, and the wrappers set it again; nothing under /etc is touched.
 
+Memory is enforced on a one-node cluster as sites do (task/cgroup with ConstrainRAMSpace, cgroup v1 here): a job
+past its --mem is OOM-killed, and SLURM records OUT_OF_MEMORY.
+
 Fake GPUs: character devices made with mknod (``gres.conf`` File=), so --gpus/--gpus-per-task
 schedule and set CUDA_VISIBLE_DEVICES; there is no GPU behind them.
 
