@@ -17,6 +17,7 @@ from PIL import Image
 
 from conftest import HANG_GUARD, REPO, memory_limited
 from datasets import jpeg_bytes, make_folders, read_shard, read_split
+from effnet.core import cgroup
 from effnet.formats.dllog import read_records
 from effnet.formats.records import load_manifest
 from effnet.stages.demo_data import write_demo
@@ -401,6 +402,30 @@ def test_default_worker_count_follows_the_cpus_and_memory_the_job_has():
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True,
                               preexec_fn=join)
     assert proc.stdout.split() == ["1"]  # 2 CPUs here, but 400 MiB (less what this process holds) hold one 256 MiB worker
+
+
+def test_a_cgroups_limit_and_oom_kills_are_read_in_slurms_v1_layout_and_in_a_v2_container(tmp_path):
+    def files(root: Path, entries: dict) -> None:
+        for name, text in entries.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+
+    v1, job = tmp_path / "v1", "memory/slurm_n0/uid_0/job_7"
+    files(v1, {"proc": "4:memory:/slurm_n0/uid_0/job_7/step_0/task_0\n0::/\n",
+               f"{job}/memory.limit_in_bytes": str(100 << 20), f"{job}/memory.usage_in_bytes": str(30 << 20),
+               f"{job}/step_0/task_0/memory.limit_in_bytes": "9223372036854771712",  # none of its own
+               f"{job}/step_0/task_0/memory.usage_in_bytes": str(10 << 20),
+               f"{job}/step_0/task_0/memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"})
+    groups = cgroup.memory_groups(v1 / "proc", v1)
+    assert groups[0] == v1 / job / "step_0/task_0" and v1 / job in groups
+    assert (cgroup.memory_limit(groups), cgroup.memory_left(groups), cgroup.oom_kills(groups)) == (
+        100 << 20, 70 << 20, 3)
+    v2 = tmp_path / "v2"  # a container in its own cgroup namespace: its group is the mounted root
+    files(v2, {"proc": "0::/\n", "cgroup.controllers": "cpu memory\n", "memory.max": str(1 << 30),
+               "memory.current": str(1 << 28), "memory.events": "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n"})
+    groups = cgroup.memory_groups(v2 / "proc", v2)
+    assert (cgroup.memory_limit(groups), cgroup.memory_left(groups), cgroup.oom_kills(groups)) == (
+        1 << 30, 3 << 28, 1)
 
 
 def test_a_worker_killed_for_memory_is_named_so_with_the_worker_count_to_lower(tmp_path):

@@ -14,7 +14,8 @@ UNLIMITED = 1 << 62  # v1 writes "no limit" as a page-rounded 2**63 - 1
 
 
 def memory_groups(proc: Path = Path("/proc/self/cgroup"), root: Path = ROOT) -> list[Path]:
-    """This process's memory cgroup directory and its ancestors below the root, innermost first ([] if none)."""
+    """This process's memory cgroup directory and its ancestors up to the hierarchy's root as mounted, innermost
+    first ([] if none)."""
     try:
         lines = proc.read_text().splitlines()
     except OSError:
@@ -29,8 +30,8 @@ def memory_groups(proc: Path = Path("/proc/self/cgroup"), root: Path = ROOT) -> 
         base = root
         if relative is None or not (root / "cgroup.controllers").exists():
             return []
-    parts = [p for p in relative.split("/") if p]
-    return [base.joinpath(*parts[:n]) for n in range(len(parts), 0, -1) if base.joinpath(*parts[:n]).is_dir()]
+    parts = [p for p in relative.split("/") if p]  # none in a container's own cgroup namespace: its group is the base
+    return [base.joinpath(*parts[:n]) for n in range(len(parts), -1, -1) if base.joinpath(*parts[:n]).is_dir()]
 
 
 def _read_int(path: Path) -> int | None:
