@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         rec, model = root / "rec", ["--set", f"model.arch={args.arch}"]
         rows = {"demo-data": peak_mib("demo-data", "--output", str(root / "demo"), "--train-per-class",
                                       str(args.per_class)),
-                "prepare (largest process, 1 worker)": peak_mib("prepare", "--source", "folders", "--input", str(root / "demo"),
-                                               "--output", str(rec), "--workers", "1", "--train-shards", "2",
-                                               "--val-shards", "1"),
+                "prepare (largest process, 1 worker)": peak_mib(
+                    "prepare", "--source", "folders", "--input", str(root / "demo"), "--output", str(rec),
+                    "--workers", "1", "--train-shards", "2", "--val-shards", "1"),
                 "index": peak_mib("index", "--tfrecords", str(rec), "--output", str(root / "dali-index"))}
         fit = []
         for size in args.sizes:

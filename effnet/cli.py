@@ -10,7 +10,7 @@ import importlib
 import sys
 
 from effnet.core import diskspace, provenance
-from effnet.core.errors import EXIT_NO_SPACE, EXIT_USER_ERROR, UserError
+from effnet.core.errors import EXIT_NO_SPACE, EXIT_OUT_OF_MEMORY, EXIT_USER_ERROR, OutOfMemoryError, UserError
 from effnet.stages import STAGES
 
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return EXIT_OUT_OF_MEMORY if isinstance(exc, OutOfMemoryError) else EXIT_USER_ERROR
     except Exception as exc:
         full = diskspace.as_error(exc)
         if full is None:

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from effnet.formats.dllog import DLLogger, Verbosity
+from effnet.formats.dllog import DLLogger, Verbosity, read_log
 
 LOG_KEYS = {"timestamp", "datetime", "elapsedtime", "type", "step", "data"}
 META_KEYS = {"timestamp", "datetime", "elapsedtime", "type", "metric", "metadata"}
@@ -62,6 +62,19 @@ def test_verbosity_filters_and_appends(tmp_path):
     with DLLogger(path, stream=None) as log:  # a resumed run appends
         log.log(3, {"resumed": 1})
     assert [r["data"] for r in records(path)] == [{"kept": 1}, {"resumed": 1}]
+
+
+def test_a_record_cut_short_by_a_kill_is_left_out_and_the_resumed_run_writes_on_a_line_of_its_own(tmp_path):
+    path = tmp_path / "log.json"
+    with DLLogger(path, stream=None) as log:
+        log.log(1, {"loss": 1.0})
+        log.log(2, {"loss": 0.5})
+    path.write_text(path.read_text()[:-30])  # the last record torn by a kill
+    assert [r["step"] for r in read_log(path)[0]] == [1] and read_log(path)[1] == [2]
+    with DLLogger(path, stream=None) as log:  # the resumed run
+        log.log(2, {"loss": 0.5})
+    records, cut = read_log(path)
+    assert [r["step"] for r in records] == [1, 2] and cut == [2]
 
 
 def test_readable_stream_line():

@@ -167,7 +167,7 @@ def test_a_missing_stage_output_is_named_not_fatal(tmp_path):
     assert "evaluate/metrics.json: unreadable" in missing
     records = sum(line.startswith("DLLL ") for line in lines)
     assert f"train/{layout.TRAIN_LOG}: line {len(lines) + 1} cut short (a writer killed, or its disk full): the " \
-        f"{records} records before it are shown" in missing
+        f"other {records} records are shown" in missing
     assert "_no inference benchmark_" in text
     assert drawn[layout.LATENCY_PLOT] is None and not (tmp_path / "out" / layout.LATENCY_PLOT).exists()
     assert _table_rows(text, "Training accuracy")[0][2] == "60.00%"  # the summary's evaluation instead

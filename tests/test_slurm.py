@@ -233,7 +233,7 @@ def test_a_stage_killed_for_memory_is_retried_with_twice_the_memory_up_to_the_ca
     assert requests.memory_mb(config, "prepare", 1) == 4000  # the configured; a first attempt reads nothing
     first = attempt(1, HOG.format(400))
     assert first.returncode == 137, first.stderr
-    assert "launch: prepare: the stage ended for memory (1 OOM kill(s) in the job's cgroup)" in first.stderr
+    assert "launch: prepare: the stage ended for memory (1 OOM kill(s) in the stage's cgroup)" in first.stderr
     assert json.loads(ledger.read_text().splitlines()[-1])["ended"] == "memory"
     assert requests.memory_mb(config, "prepare", 2) == 5000  # 8000, capped by cluster.max_mem_mb
     config["cluster"]["max_mem_mb"] = None
@@ -243,11 +243,14 @@ def test_a_stage_killed_for_memory_is_retried_with_twice_the_memory_up_to_the_ca
     assert second.returncode == 1 and "attempt 1 ended for memory with 200 MB; this one has 200" in second.stderr
     assert "ended" not in json.loads(ledger.read_text().splitlines()[-1])
     assert requests.memory_mb(config, "prepare", 3) == 8000  # doubled once: one attempt ended for memory
-    # an attempt that ended with a data error after its workers were killed for memory is retried, with more
-    entries = [{"attempt": 1, "start": "now"}, {"attempt": 1, "status": 2, "ended": "memory", "mem_mb": 4000}]
-    ledger.write_text("".join(json.dumps(e) + "\n" for e in entries))
-    assert job.ledger.refusal(job.ledger.previous_attempts(ledger, 2), crash_retries=2) is None
-    assert requests.memory_mb(config, "prepare", 2) == 8000
+    # a time limit (75), or a data error (2) even after an OOM kill in the stage's cgroup, is not for memory
+    hog_then = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {HOG.format(400)!r}]); sys.exit({{}})"
+    assert attempt(3, hog_then.format(75)).returncode == 75
+    assert attempt(4, hog_then.format(2)).returncode == 2
+    assert [e.get("ended") for e in map(json.loads, ledger.read_text().splitlines()) if "status" in e][-2:] == [
+        None, None]
+    assert requests.memory_mb(config, "prepare", 5) == 8000
+    assert "attempt 4 ended with status 2" in attempt(5, "pass").stderr  # refused, as any data error
 
 
 def test_unworkable_cluster_values_are_refused():
@@ -410,6 +413,22 @@ def test_sacct_status_gives_jobs_squeue_forgot_their_true_end(accounted, tmp_pat
     assert f"SLURM-job '{failed}' failed, SLURM status is: 'FAILED'" in out, out[-6000:]
     assert "error: tfds dataset 'absent'" in (next((run / "data").glob("tfds-*")) / "logs/prepare.log").read_text()
     assert len(list((run / "data").glob("demo-*/tfrecords/manifest.json"))) == 1
+
+
+@pytest.mark.parametrize("slurm", ["24.11"], indirect=True)
+def test_ranks_killed_for_memory_in_their_own_step_are_seen_through_sacct(accounted, tmp_path):
+    """The ranks' srun step has cgroups of its own, out of the launcher's sight, and the job ends FAILED (scontrol
+    knows no more): sacct's OUT_OF_MEMORY for the step is what tells the launcher."""
+    ledger = tmp_path / "logs/train.attempts.jsonl"
+    command = [sys.executable, str(REPO / "workflow/scripts/launch.py"), "--rule", "train", "--tasks-per-node", "2",
+               "--attempt", "1", "--ledger", str(ledger), "--", sys.executable, "-c", HOG.format(300)]
+    subprocess.run(["sbatch", "--wait", "--ntasks=2", "--cpus-per-task=1", "--mem=200", "--no-requeue",
+                    f"--output={tmp_path}/job.out", "--wrap", shlex.join(command)], env=accounted.env(snakemake_env()),
+                   cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD)
+    out = (tmp_path / "job.out").read_text()
+    assert re.search(r"the stage ended for memory \(SLURM recorded OUT_OF_MEMORY for a step of job \d+\) with 200 MB",
+                     out), out
+    assert json.loads(ledger.read_text().splitlines()[-1])["ended"] == "memory"
 
 
 @pytest.mark.slow(minutes=2)
@@ -624,7 +643,7 @@ def test_a_job_past_its_memory_is_seen_so_and_the_next_asks_for_twice_as_much(cl
         return out.split(";")[0], (tmp_path / f"job{attempt}.out").read_text()
 
     job_id, first = submit(1, 400)
-    assert "the stage ended for memory (1 OOM kill(s) in the job's cgroup) with 150 MB" in first, first
+    assert "the stage ended for memory (1 OOM kill(s) in the stage's cgroup) with 150 MB" in first, first
     assert job.memory.slurm_says_out_of_memory(job_id) is True  # the batch step's OOM kill, as SLURM saw it
     _, second = submit(2, 200)
     assert "prepare attempt 2: attempt 1 ended for memory with 150 MB; this one has 300 MB" in second, second
@@ -660,7 +679,7 @@ def test_snakemake_resubmits_a_prepare_killed_for_memory_with_twice_the_memory(c
     logs = run / "logs"  # one data section: the run's
     first, second = ((logs / f"prepare.log.{n}").read_text() for n in (1, 2))
     assert "was killed for memory by the kernel's OOM killer" in first, first[-3000:]
-    assert re.search(r"the stage ended for memory \(\d+ OOM kill\(s\) in the job's cgroup\) with 700 MB", first)
+    assert re.search(r"the stage ended for memory \(\d+ OOM kill\(s\) in the stage's cgroup\) with 700 MB", first)
     assert "prepare attempt 2: attempt 1 ended for memory with 700 MB; this one has 1400 MB" in second, second
     assert [e.get("ended") for e in map(json.loads, (logs / "prepare.attempts.jsonl").read_text().splitlines())
             if "status" in e] == ["memory", None]

@@ -21,23 +21,34 @@ def timed(command: list[str]) -> tuple[str, float]:
 
 
 def train_ours(config: str | Path, data: Path, output: Path, sets: list[str]) -> tuple[float, float]:
-    """Validation top-1 and whole-process wall seconds of ``python -m effnet train --config config`` + ``sets``."""
+    """Validation top-1 and whole-process wall seconds of ``python -m effnet train --config config`` + ``sets``
+    on records ``prepared`` made (with their DALI index)."""
     _, wall = timed([sys.executable, "-m", "effnet", "train", "--config", str(config), "--data", str(data),
-                     "--output", str(output), *(a for s in sets for a in ("--set", s))])
+                     "--index", str(index_of(data)), "--output", str(output),
+                     *(a for s in sets for a in ("--set", s))])
     from effnet.formats import trained_run
 
     return trained_run.load_summary(output)["eval"]["top1"], wall
 
 
+def index_of(records: Path) -> Path:
+    """Where ``prepared`` keeps the DALI index of ``records`` (one per data set: shard names repeat)."""
+    return records.with_name(f"{records.name}-index")
+
+
 def prepared(work: Path, name: str, write: Callable[[Path], None]) -> Path:
-    """``work/<name>-rec``: the records of the folders ``write`` makes at ``work/<name>``, prepared once."""
+    """``work/<name>-rec``: the records of the folders ``write`` makes at ``work/<name>``, prepared and indexed
+    once."""
     from effnet.core import layout
+    from effnet.stages.index import build_indexes
     from effnet.stages.prepare import prepare
 
     records = work / f"{name}-rec"
     if not (records / layout.RECORDS_MANIFEST).exists():
         write(work / name)
         prepare("folders", str(work / name), str(records), train_shards=2, val_shards=1, workers=1)
+    if not (index_of(records) / layout.INDEX_SUMMARY).exists():
+        build_indexes(records, index_of(records))
     return records
 
 

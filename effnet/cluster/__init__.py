@@ -1,2 +1,3 @@
 """Running the stages on a cluster: what each rule asks SLURM for (``requests``), how its job starts the
-stage (``job``), and the ledger of its attempts that decides retries (``ledger``)."""
+stage (``job``), the ledger of its attempts that decides retries (``ledger``), and the attempts that ended for
+memory with what the next one asks for (``memory``)."""

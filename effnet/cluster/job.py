@@ -161,7 +161,8 @@ def run(command: list[str], env: dict) -> int:
     job = f" (SLURM job {env['SLURM_JOB_ID']})" if "SLURM_JOB_ID" in env else ""
     print(f"launch: {time.strftime('%Y-%m-%d %H:%M:%S')}{job}:", shlex.join(command), file=sys.stderr, flush=True)
     horovodrun = command[0] == "horovodrun"
-    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE if horovodrun else None, text=horovodrun)
+    child = subprocess.Popen(command, env=env, **(dict(stdout=subprocess.PIPE, encoding="utf-8", errors="replace",
+                                                       newline="") if horovodrun else {}))
 
     def forward(signum, frame):
         child.send_signal(signum)
@@ -195,13 +196,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{entry.get('mem_mb') or 'unknown'} MB; this one has {mem_mb or 'unknown'} MB", file=sys.stderr,
                   flush=True)
     job = {"attempt": args.attempt, "job": job_id} if args.attempt else {}
-    ledger.record(args.ledger, {**job, "start": time.strftime("%Y-%m-%d %H:%M:%S")})
+    ledger.record(args.ledger, {**job, "start": time.strftime("%Y-%m-%d %H:%M:%S"), "mem_mb": mem_mb})
     kills = cgroup.oom_kills()
     status = start(args)
     seen = memory.seen_here(status, kills, job_id)
     if seen:
-        print(f"launch: {args.rule}: the stage ended for memory ({seen}) with {mem_mb or 'unknown'} MB: the next "
-              "attempt asks for twice that (up to cluster.max_mem_mb)", file=sys.stderr, flush=True)
+        print(f"launch: {args.rule}: the stage ended for memory ({seen}) with {mem_mb or 'unknown'} MB: the "
+              "workflow's next attempt asks for twice that (up to cluster.max_mem_mb)", file=sys.stderr, flush=True)
     log = ledger.attempt_log(args.ledger, args.rule) if args.ledger else None
     ledger.record(args.ledger, {**job, "status": status, **({"ended": memory.MEMORY, "mem_mb": mem_mb} if seen else {}),
                                 **({"log": str(log)} if log else {})})

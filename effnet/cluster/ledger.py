@@ -9,7 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-from effnet.cluster.memory import MEMORY
 from effnet.core.errors import EXIT_NO_SPACE, EXIT_PREEMPTED, EXIT_USER_ERROR
 
 # What an attempt's exit status means to the next one:
@@ -41,7 +40,7 @@ def refusal(ended: list[dict], crash_retries: int) -> tuple[int, str] | None:
     run it."""
     statuses = [e.get("status") for e in ended]
     for number, entry in enumerate(ended, 1):
-        if entry.get("status") in FINAL and entry.get("ended") != MEMORY:  # more memory may change that one
+        if entry.get("status") in FINAL:
             status, log = entry["status"], entry.get("log") or "its log"
             return status, (f"attempt {number} ended with status {status} ({FINAL[status]}; see {log}): not "
                             "retried, fix it and run Snakemake again")

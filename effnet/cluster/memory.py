@@ -2,12 +2,13 @@
 
 SLURM enforces a job's memory (``task/cgroup`` with ``ConstrainRAMSpace``, or ``OverMemoryKill``): past its
 ``mem_mb`` the kernel's OOM killer ends the stage. The launcher in the job (``effnet.cluster.job``) tells that from
-other deaths by the OOM kills counted in the cgroup it shares with the stage, and for stages in srun steps of their
-own (ranks, containers) by SLURM's OUT_OF_MEMORY for a step of the job (sacct, where accounting answers); the
-ledger records it. When Snakemake submits the next attempt the rule's ``mem_mb`` (``request_mb``) is the configured
-one doubled after each attempt of the series that ended for memory (an attempt killed before it could record counts
-when sacct or scontrol says OUT_OF_MEMORY), capped by ``cluster.max_mem_mb`` and by the memory of the partition's
-nodes where sinfo answers. Any other ending keeps the memory as it is.
+other deaths: the stage killed (137; prepare ends with 137 when its worker was killed for memory twice) while the
+cgroup it shares with the stage counted an OOM kill, or, for stages in srun steps of their own (ranks,
+containers), SLURM's OUT_OF_MEMORY for a step of the job (sacct, where accounting answers); the ledger records it.
+When Snakemake submits the next attempt the rule's ``mem_mb`` (``request_mb``) is the configured one doubled after
+each attempt of the series that ended for memory (a crash the launcher did not see so counts when sacct or scontrol
+says OUT_OF_MEMORY), capped by ``cluster.max_mem_mb`` and by the memory of the partition's smallest node where
+sinfo answers. Any other ending keeps the memory as it is.
 """
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ import os
 import subprocess
 
 from effnet.core import cgroup
-from effnet.core.errors import EXIT_PREEMPTED
+from effnet.core.errors import EXIT_NO_SPACE, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED, EXIT_USER_ERROR
 
 OUT_OF_MEMORY = "OUT_OF_MEMORY"
 MEMORY = "memory"  # a ledger entry's "ended" when its attempt ended for memory
 QUERY_SECONDS = 30
+NOT_MEMORY = (0, EXIT_PREEMPTED, EXIT_USER_ERROR, EXIT_NO_SPACE)  # endings of their own: never for memory
 
 
 def _query(command: list[str]) -> str | None:
@@ -52,35 +54,40 @@ def job_memory_mb(environ=os.environ) -> int | None:
 
 
 def seen_here(status: int, kills_before: int | None, job_id: str | None) -> str | None:
-    """How the job side saw its stage end for memory (for the log), or None: a failure after the OOM killer
-    counted a kill in this process's cgroup since ``kills_before``, or a step of the job SLURM says ran out."""
-    if status in (0, EXIT_PREEMPTED):
+    """How the job side saw its stage end for memory (for the log), or None: killed (137) after the OOM killer
+    counted a kill in this process's cgroup since ``kills_before`` (the stage's, or prepare's worker's), or any
+    crash of a job SLURM says a step of ran out (ranks in srun steps: srun itself exits 1)."""
+    if status in NOT_MEMORY:
         return None
     kills = cgroup.oom_kills()
-    if None not in (kills, kills_before) and kills > kills_before:
-        return f"{kills - kills_before} OOM kill(s) in the job's cgroup"
+    if status == EXIT_OUT_OF_MEMORY and None not in (kills, kills_before) and kills > kills_before:
+        return f"{kills - kills_before} OOM kill(s) in the stage's cgroup"
     if job_id and slurm_says_out_of_memory(job_id):
         return f"SLURM recorded {OUT_OF_MEMORY} for a step of job {job_id}"
     return None
 
 
 def ended_for_memory(entry: dict) -> bool:
-    """Whether a ledger attempt ended for memory: as the job side recorded it, or, for an attempt killed before it
-    could record its end, as SLURM remembers its job."""
+    """Whether a ledger attempt ended for memory: as the job side recorded it, or, for a crash it did not see so
+    (killed before it could record, or before accounting had the step's end), as SLURM remembers its job."""
     if entry.get("ended") == MEMORY:
         return True
-    return "status" not in entry and bool(entry.get("job")) and bool(slurm_says_out_of_memory(entry["job"]))
+    return (entry.get("status") not in NOT_MEMORY and bool(entry.get("job"))
+            and bool(slurm_says_out_of_memory(entry["job"])))
 
 
 def partition_memory_mb(partition: str | None) -> int | None:
     """The memory of the smallest node of ``partition`` (None: the default one) as sinfo reports it; None where
-    sinfo does not answer (a dry run away from the cluster)."""
-    lines = _query(["sinfo", "-h", "-o", "%P %m"])
-    for line in (lines or "").splitlines():
-        name, memory = line.split()
-        if name.rstrip("*") == partition or (partition is None and name.endswith("*")):
-            return int(memory.rstrip("+"))
-    return None
+    sinfo does not answer (a dry run away from the cluster) or says something else."""
+    sizes = []
+    for line in (_query(["sinfo", "-h", "-o", "%P %m"]) or "").splitlines():
+        try:
+            name, memory = line.split()
+            if name.rstrip("*") == partition or (partition is None and name.endswith("*")):
+                sizes.append(int(memory.rstrip("+")))
+        except ValueError:
+            return None
+    return min(sizes, default=None)
 
 
 def request_mb(configured: int, ended: list[dict], cap: int | None, partition: str | None) -> int:

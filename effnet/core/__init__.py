@@ -1,5 +1,6 @@
 """Base helpers every layer may import: ``layout`` (every path under a run directory), ``config`` and
 ``batch_runs`` (the configuration and its runs), ``errors`` (input errors and exit statuses), ``atomic`` and
-``jsonfile`` (writing and reading files safely), ``digests``, ``ranks`` and ``resources`` (where a process runs and
-what it may use), ``timing``, ``provenance`` and ``environment``. What the cluster code imports from here
-(``layout``, ``errors``, ``ranks``, ``resources``) loads the standard library only."""
+``jsonfile`` (writing and reading files safely), ``digests``, ``ranks``, ``resources`` and ``cgroup`` (where a
+process runs, what it may use, what its memory cgroup allows and counted), ``diskspace``, ``timing``,
+``provenance`` and ``environment``. What the cluster code imports from here (``layout``, ``errors``, ``ranks``,
+``resources``, ``cgroup``) loads the standard library only."""

@@ -36,10 +36,9 @@ def memory_groups(proc: Path = Path("/proc/self/cgroup"), root: Path = ROOT) -> 
 
 def _read_int(path: Path) -> int | None:
     try:
-        text = path.read_text().strip()
-    except OSError:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):  # absent, or "max" (no limit)
         return None
-    return None if text == "max" else int(text)
 
 
 def _limits(groups: list[Path] | None) -> list[tuple[int, int]]:

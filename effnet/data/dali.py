@@ -54,8 +54,9 @@ class Run:
 def shard_indexes(plans: list[RankPlan], index_dir: str | Path) -> dict[str, list[tuple[int, int]]]:
     """The index stage's (offset, size) lines of every shard the plans read, checked against the manifest.
 
-    DALI never checks a record's CRCs, so a shard whose size or modification time is not what index.json
-    recorded when its records were verified is verified again here, before anything is read from it.
+    DALI never checks a record's CRCs, so a shard this rank reads whose size or modification time is not what
+    index.json recorded when its records were verified (or that it does not record: an older index stage's) is
+    verified again here, before anything is read from it.
     """
     shards = sorted({s for plan in plans for s in plan.files}, key=lambda s: s.path)  # the first one named
     for shard in shards:
@@ -64,7 +65,11 @@ def shard_indexes(plans: list[RankPlan], index_dir: str | Path) -> dict[str, lis
                             f"through the index stage's files (python -m effnet index --tfrecords "
                             f"{Path(shard.path).parent} --output {index_dir}; --index DIR names them), or set "
                             "data.backend: tfdata")
-    summary = read_summary(index_dir)["shards"]
+    try:
+        recorded = read_summary(index_dir)["shards"]
+    except UserError:
+        recorded = {}
+    own = {span.path for plan in plans for span in plan.spans}
     indexes = {}
     for shard in shards:
         idx = index_path(index_dir, shard.path)
@@ -73,9 +78,9 @@ def shard_indexes(plans: list[RankPlan], index_dir: str | Path) -> dict[str, lis
             raise UserError(f"{idx}: {len(records)} records, but the manifest lists {shard.examples} for "
                             f"{shard.path}: the index is stale, rerun the index stage")
         state = shard_state(shard.path)
-        indexed = summary.get(Path(shard.path).name, {})
+        indexed = recorded.get(Path(shard.path).name, {})
         changed = {key: indexed.get(key) for key in state} != state
-        if changed and _verified(shard.path, state["bytes"], state["mtime_ns"]) != records:
+        if shard.path in own and changed and _verified(shard.path, state["bytes"], state["mtime_ns"]) != records:
             raise UserError(f"{shard.path}: its records are not where {idx} has them: the index is stale, "
                             "rerun the index stage")
         indexes[shard.path] = records
@@ -87,9 +92,9 @@ def _verified(path: str, size: int, mtime_ns: int) -> list[tuple[int, int]]:
     """Every record of a shard changed since it was indexed, CRCs checked (once per process and state)."""
     start = time.monotonic()
     spans = record_spans(path)
-    warnings.warn(f"{path}: changed since it was indexed (size or modification time); its {len(spans)} records "
-                  f"verified in {time.monotonic() - start:.1f} s. Rerun the index stage to record it as it is now.",
-                  stacklevel=2)
+    warnings.warn(f"{path}: changed since it was indexed (its size or modification time is not what the index "
+                  f"stage's index.json records); its {len(spans)} records verified in {time.monotonic() - start:.1f} "
+                  "s. Rerun the index stage to record it as it is now.", stacklevel=2)
     return spans
 
 

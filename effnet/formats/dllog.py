@@ -14,6 +14,7 @@ stream as well. ``step`` is ``"PARAMETER"``, an int, or a tuple/list (JSON list)
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -70,7 +71,10 @@ class DLLogger:
         if self.path is not None:
             with reported(self.path):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                torn = append and _ends_mid_line(self.path)
                 self._file = open(self.path, "a" if append else "w", encoding="utf-8")
+                if torn:  # after a record a killed writer cut short: the next one on a line of its own
+                    self._file.write("\n")
 
     def _write(self, record: dict[str, Any], text: str) -> None:
         now = datetime.now()
@@ -127,25 +131,33 @@ class DLLogger:
         self.close()
 
 
-def read_log(path: str | Path) -> tuple[list[dict[str, Any]], int | None]:
-    """The records of a dllogger JSON-lines file (``DLLL {...}`` lines; other lines are skipped), and the number
-    of its last line when a killed writer cut it short (None when whole).
+def _ends_mid_line(path: Path) -> bool:
+    """Whether a file exists and its last line has no end (a writer killed mid-record)."""
+    try:
+        with open(path, "rb") as f:
+            if not f.seek(0, os.SEEK_END):
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
 
-    The cut line is left out; a malformed line elsewhere is an error naming the file and line."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
+
+def read_log(path: str | Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The records of a dllogger JSON-lines file (``DLLL {...}`` lines; other lines are skipped), and the numbers
+    of the record lines a killed writer cut short (left out: the last line, or any line a resumed run wrote
+    after)."""
+    records, cut = [], []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.startswith("DLLL "):
             continue
         try:
             records.append(json.loads(line[5:]))
-        except ValueError as exc:
-            if number == len(lines):
-                return records, number
-            raise ValueError(f"{path}:{number}: not a dllogger record: {exc}") from None
-    return records, None
+        except ValueError:
+            cut.append(number)
+    return records, cut
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The whole records of a dllogger file (``read_log`` without saying where it was cut short)."""
+    """The whole records of a dllogger file (``read_log`` without saying where lines were cut short)."""
     return read_log(path)[0]

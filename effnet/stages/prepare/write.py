@@ -24,7 +24,7 @@ from tqdm import tqdm
 from effnet.core import cgroup
 from effnet.core.atomic import atomic_open, temporary_path, write_json
 from effnet.core.digests import file_sha256
-from effnet.core.errors import UserError
+from effnet.core.errors import OutOfMemoryError, UserError
 from effnet.formats.images import CorruptImageError, check_image
 from effnet.formats.records import check_example, encode_example
 from effnet.formats.tfrecord import encode_record, iter_records
@@ -261,15 +261,16 @@ class _Pool:
     def replace(self, dead: list[_Worker]) -> None:
         """Requeue the tasks of ``dead`` workers (UserError after ATTEMPTS) and start new workers while there
         are tasks left."""
+        for_memory = self._killed_for_memory() if dead else None  # once for all the workers that died together
         for w in dead:
             self.workers.remove(w)
             if w.task is not None:
                 path = self.tasks[w.task].path
                 temporary_path(path, w.process.pid).unlink(missing_ok=True)
-                reason, advice = _death(w.process.exitcode, self._killed_for_memory(), self.size,
-                                        self.tasks[w.task].kind)
+                reason, advice = _death(w.process.exitcode, for_memory, self.size, self.tasks[w.task].kind)
                 if self.attempts[w.task] >= ATTEMPTS:
-                    raise UserError(f"{path}: the worker writing this shard was {reason}, {ATTEMPTS} times; {advice}")
+                    error = OutOfMemoryError if for_memory else UserError
+                    raise error(f"{path}: the worker writing this shard was {reason}, {ATTEMPTS} times; {advice}")
                 print(f"prepare: the worker writing {path} was {reason}; retrying the shard", flush=True)
                 self.queue.insert(0, w.task)
             if self.queue:

@@ -54,9 +54,9 @@ def collect(run_dir: str | Path) -> RunData:
     log = train / layout.TRAIN_LOG
     try:
         data.train_log, cut = read_log(log)
-        if cut is not None:
-            data.missing.append(f"{log}: line {cut} cut short (a writer killed, or its disk full): the "
-                                f"{len(data.train_log)} records before it are shown")
+        if cut:
+            data.missing.append(f"{log}: line{'s' * (len(cut) > 1)} {', '.join(map(str, cut))} cut short (a writer "
+                                f"killed, or its disk full): the other {len(data.train_log)} records are shown")
     except FileNotFoundError:
         data.missing.append(f"{log}: not there (written by the train stage)")
     except (OSError, ValueError) as exc:
