@@ -161,8 +161,8 @@ def run(command: list[str], env: dict) -> int:
     job = f" (SLURM job {env['SLURM_JOB_ID']})" if "SLURM_JOB_ID" in env else ""
     print(f"launch: {time.strftime('%Y-%m-%d %H:%M:%S')}{job}:", shlex.join(command), file=sys.stderr, flush=True)
     horovodrun = command[0] == "horovodrun"
-    child = subprocess.Popen(command, env=env, **(dict(stdout=subprocess.PIPE, encoding="utf-8", errors="replace",
-                                                       newline="") if horovodrun else {}))
+    child = subprocess.Popen(command, env=env, **(dict(stdout=subprocess.PIPE, encoding="utf-8", errors="replace")
+                                                  if horovodrun else {}))
 
     def forward(signum, frame):
         child.send_signal(signum)

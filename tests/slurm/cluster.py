@@ -14,7 +14,10 @@ first on PATH): Snakemake's SLURM job-side helper drops every SLURM_* variable, 
 before it starts a rule, and the wrappers set it again; nothing under /etc is touched.
 
 Memory is enforced on a one-node cluster as sites do (task/cgroup with ConstrainRAMSpace, cgroup v1 here): a job
-past its --mem is OOM-killed, and SLURM records OUT_OF_MEMORY.
+past its --mem is OOM-killed, and SLURM records OUT_OF_MEMORY. A job's cgroup is named by its id under the node's
+(``slurm_<node>/uid_<uid>/job_<id>``), and the one-node clusters side by side share the host's name: each numbers
+its jobs from a range of its own (``first_job_id``), and removes what an earlier cluster killed mid-job left in
+that range (task/cgroup would reuse such a directory, its old charges and settings with it).
 
 Fake GPUs: character devices made with mknod (``gres.conf`` File=), so --gpus/--gpus-per-task
 schedule and set CUDA_VISIBLE_DEVICES; there is no GPU behind them.
@@ -29,6 +32,7 @@ what it was asked (``pyxis.log``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -71,6 +75,8 @@ HIDDEN = sorted({os.path.realpath(p) for p in (tempfile.gettempdir(), HERE.paren
 # What an image holds that lives under a hidden directory on this machine (pyenv's Python under home): shown read-only
 IMAGE_DIRS = sorted({os.path.realpath(sys.base_prefix)} - {"/usr", "/usr/local"})
 BATCH_STEP = 4294967291  # SLURM_BATCH_SCRIPT as a step id
+CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")  # where task/cgroup (v1) puts each job's memory cgroup
+JOB_IDS = 100_000  # job ids per cluster
 
 
 def unavailable(nodes: int = 1, slurm: Slurm = SLURMS["22.05"]) -> str | None:
@@ -163,6 +169,27 @@ class Cluster:
         return env
 
     # -- setup ---------------------------------------------------------------------------------
+    @property
+    def first_job_id(self) -> int:
+        """The first of this cluster's job ids (JOB_IDS of them: one range per cluster side by side)."""
+        return 1 + self.tag * JOB_IDS
+
+    def _remove_stale_cgroups(self) -> None:
+        """Empty the memory cgroups of this cluster's job ids that an earlier cluster left (its tasks killed)."""
+        for job in (CGROUP_MEMORY / f"slurm_{self.hostname}").glob("uid_*/job_*"):
+            if not self.first_job_id <= int(job.name[4:]) < self.first_job_id + JOB_IDS:
+                continue
+            for group in sorted((job, *job.rglob("*")), key=lambda p: -len(p.parts)):
+                if group.is_dir():
+                    for pid in (group / "cgroup.procs").read_text().split():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(int(pid), signal.SIGKILL)
+                    for _ in range(50):
+                        with contextlib.suppress(OSError):
+                            group.rmdir()
+                            break
+                        time.sleep(0.1)
+
     def write_files(self) -> None:
         root = self.root
         for sub in ("etc", "bin", "state", "spool", "log", "munge", "dev"):
@@ -202,7 +229,7 @@ class Cluster:
         nodes = [f"NodeName={name} NodeAddr={self.node_address(i)} CPUs={self.cpus} RealMemory={self.memory_mb} "
                  f"Gres=gpu:{GPUS} State=UNKNOWN" for i, name in enumerate(self.node_names)]
         self.conf.write_text("\n".join([
-            f"ClusterName=effnet-test-{self.port}",
+            f"ClusterName=effnet-test-{self.port}", f"FirstJobId={self.first_job_id}",
             f"SlurmctldHost={self.hostname}({self.controller_address})",
             f"SlurmctldPort={self.port}", f"SlurmdPort={self.port + 1}",
             "AuthType=auth/munge", "CredType=cred/munge",
@@ -298,6 +325,8 @@ class Cluster:
         if not found.startswith(self.slurm.version + "."):
             raise RuntimeError(f"{self.slurm.daemon('slurmctld')} is SLURM {found}, not {self.slurm.version}")
         self.write_files()
+        if self.nodes == 1:
+            self._remove_stale_cgroups()
         self._start_munged(timeout)
         if self.accounting:
             self._start_accounting(timeout)
