@@ -5,10 +5,10 @@ attempt after one that ended for memory asks for more (``effnet.cluster.memory``
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
+from effnet.core import jsonfile
 from effnet.core.errors import EXIT_NO_SPACE, EXIT_PREEMPTED, EXIT_USER_ERROR
 
 # What an attempt's exit status means to the next one:
@@ -60,11 +60,7 @@ def record(ledger: Path | None, entry: dict) -> None:
     try:
         ledger.parent.mkdir(parents=True, exist_ok=True)
         with open(ledger, "ab+") as f:  # appends go to the end whatever was read
-            torn = False
-            if f.seek(0, os.SEEK_END):
-                f.seek(-1, os.SEEK_END)
-                torn = f.read(1) != b"\n"
-            f.write(b"\n" * torn + json.dumps(entry).encode() + b"\n")
+            f.write(b"\n" * jsonfile.ends_mid_line(f) + json.dumps(entry).encode() + b"\n")
     except OSError as exc:
         print(f"launch: {ledger}: this attempt's record {entry} could not be written: {exc}", file=sys.stderr,
               flush=True)

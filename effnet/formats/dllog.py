@@ -13,13 +13,14 @@ stream as well. ``step`` is ``"PARAMETER"``, an int, or a tuple/list (JSON list)
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, TextIO
 
+from effnet.core import jsonfile
 from effnet.core.diskspace import reported
 
 
@@ -71,7 +72,10 @@ class DLLogger:
         if self.path is not None:
             with reported(self.path):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                torn = append and _ends_mid_line(self.path)
+                torn = False
+                if append:
+                    with contextlib.suppress(FileNotFoundError), open(self.path, "rb") as f:
+                        torn = jsonfile.ends_mid_line(f)
                 self._file = open(self.path, "a" if append else "w", encoding="utf-8")
                 if torn:  # after a record a killed writer cut short: the next one on a line of its own
                     self._file.write("\n")
@@ -129,18 +133,6 @@ class DLLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _ends_mid_line(path: Path) -> bool:
-    """Whether a file exists and its last line has no end (a writer killed mid-record)."""
-    try:
-        with open(path, "rb") as f:
-            if not f.seek(0, os.SEEK_END):
-                return False
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) != b"\n"
-    except FileNotFoundError:
-        return False
 
 
 def read_log(path: str | Path) -> tuple[list[dict[str, Any]], list[int]]:
